@@ -1,0 +1,43 @@
+# pybmpmon development tasks.  Everything runs from the virtualenv in $(VENV),
+# which `install` creates and re-creates only when setup.cfg or pyproject.toml
+# change (the stamp file records the last install).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Extra arguments, e.g. `make test PYTEST_ARGS='-k framer'` or
+# `make bench-parse BENCH_ARGS=--small`.
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: install test lint bench-parse run clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# pytest exits 5 when it collected no test; make treats that like any failure.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/python -m compileall -q pybmpmon tests bench
+	$(BIN)/ruff check pybmpmon tests bench
+
+# Parse-only throughput on a synthetic full table (1M IPv4 + 200k IPv6 routes,
+# generated once and cached under var/bench/).
+bench-parse: install
+	$(BIN)/python bench/bench_parse.py $(BENCH_ARGS)
+
+run: install
+	$(BIN)/pybmpmon serve
+
+# Leaves var/ (database data) alone except the cached benchmark streams.
+clean:
+	rm -rf $(VENV) build dist pybmpmon.egg-info .pytest_cache .ruff_cache var/bench
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
