@@ -112,7 +112,10 @@ class RouterSession:
             return [DecodeFailure(error, raw, offset, self._peer_of(raw))]
         if type(message) is RouteMonitoring:
             update = message.update
-            for route_set in update.announced + update.withdrawn:
+            for route_set in update.announced:
+                if route_set.raw is not None:
+                    return self._note_unknown_family(message, route_set)
+            for route_set in update.withdrawn:
                 if route_set.raw is not None:
                     return self._note_unknown_family(message, route_set)
             return [message]
@@ -152,6 +155,7 @@ class RouterSession:
             self.terminated = True
 
     def _forget_peer(self, peer: PeerHeader) -> None:
+        self._peer_cache.clear()  # it holds each peer's context too
         self._peers.pop(peer.key, None)
         for key in [k for k in self._contexts if k[:3] == peer.key]:
             del self._contexts[key]

@@ -24,7 +24,7 @@ from pybmpmon.bgp.model import (
     UnknownBgpMessage,
     Update,
 )
-from pybmpmon.bgp.nlri import decode_mp_reach, decode_mp_unreach, decode_nlri
+from pybmpmon.bgp.nlri import decode_ipv4, decode_mp_reach, decode_mp_unreach
 from pybmpmon.bgp.open import decode_open
 from pybmpmon.errors import BgpError
 
@@ -88,6 +88,8 @@ def decode_notification(data: bytes, start: int, end: int) -> Notification:
 
 def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
     """Decode an UPDATE body (the octets after the 19-octet header)."""
+    if end > len(data):
+        raise BgpError("UPDATE runs past the buffer", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST)
     if end - start < 4:
         raise BgpError("UPDATE shorter than 4 octets", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST)
     withdrawn_end = start + 2 + ((data[start] << 8) | data[start + 1])
@@ -105,10 +107,12 @@ def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
             _MALFORMED_ATTRIBUTE_LIST,
         )
     add_path = ctx.add_path
+    if type(data) is not bytes:
+        data = bytes(data)  # decode_ipv4 and the cache keys need bytes
 
     withdrawn: tuple = ()
     if withdrawn_end > start + 2:
-        nlri = decode_nlri(data, start + 2, withdrawn_end, 1, 1, _IPV4_UNICAST in add_path)
+        nlri = decode_ipv4(data, start + 2, withdrawn_end, _IPV4_UNICAST in add_path)
         withdrawn = (_new(RouteSet, (1, 1, "ipv4_unicast", None, nlri, None, None)),)
 
     attributes = EMPTY_ATTRIBUTES
@@ -172,7 +176,7 @@ def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
     if mp_reach is not None:
         announced = (decode_mp_reach(data, mp_reach[0], mp_reach[1], add_path),)
     if attr_end < end:
-        nlri = decode_nlri(data, attr_end, end, 1, 1, _IPV4_UNICAST in add_path)
+        nlri = decode_ipv4(data, attr_end, end, _IPV4_UNICAST in add_path)
         announced += (_new(RouteSet, (1, 1, "ipv4_unicast", attributes.next_hop, nlri, None, None)),)
     end_of_rib = None
     if mp_unreach is not None:

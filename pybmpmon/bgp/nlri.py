@@ -18,21 +18,27 @@
 
 Strategy: every prefix is returned as canonical CIDR text, built straight from
 the wire octets with tables indexed by prefix length: octet strings for IPv4 (see
-``_decode_ipv4``), zero padding for ``socket.inet_ntop`` for IPv6.  Host bits set
+``decode_ipv4``), zero padding for ``socket.inet_ntop`` for IPv6.  Host bits set
 beyond the prefix length (a router may send them) are cleared so the text is
 canonical; that costs one AND per prefix.  No ``ipaddress`` objects are made.
 """
 
 from __future__ import annotations
 
-from itertools import repeat
 from socket import AF_INET, AF_INET6, inet_ntop
 from struct import Struct
 
 from pybmpmon.bgp.model import EvpnRoute, Nlri, RouteSet, family_name
 from pybmpmon.errors import ContentError
 
-__all__ = ["DECODABLE", "decode_mp_reach", "decode_mp_unreach", "decode_nlri", "format_rd"]
+__all__ = [
+    "DECODABLE",
+    "decode_ipv4",
+    "decode_mp_reach",
+    "decode_mp_unreach",
+    "decode_nlri",
+    "format_rd",
+]
 
 _new = tuple.__new__
 
@@ -122,18 +128,23 @@ def _v4_text_table() -> tuple:
 _V4_TEXT = _v4_text_table()
 
 
-def _decode_ipv4(data: bytes, pos: int, end: int, add_path: bool) -> tuple:
-    """IPv4 prefixes (RFC 4271 §4.3), with *add_path* each after a path id (RFC 7911 §3)."""
+def decode_ipv4(data: bytes, pos: int, end: int, add_path: bool) -> tuple:
+    """IPv4 prefixes (RFC 4271 §4.3), with *add_path* each after a path id (RFC 7911 §3).
+
+    The UPDATE decoder's fast path for classic NLRI: *data* must be ``bytes``
+    and ``pos <= end <= len(data)`` (:func:`decode_nlri` checks both).
+    """
     table = _V4_TEXT
     dot = _OCTET_DOT
-    texts = []
-    append = texts.append
-    path_ids = []
+    new = _new
+    out = []
+    append = out.append
+    path_id = None
     while pos < end:
         if add_path:
             if pos + 5 > end:
                 raise ContentError("IPv4 path identifier truncated", pos)
-            path_ids.append(_U32.unpack_from(data, pos)[0])
+            path_id = _U32.unpack_from(data, pos)[0]
             pos += 4
         plen = data[pos]
         if plen > 32:
@@ -144,11 +155,11 @@ def _decode_ipv4(data: bytes, pos: int, end: int, add_path: bool) -> tuple:
         if pos > end:
             raise ContentError(f"IPv4 prefix /{plen} truncated", at)
         if nbytes == 3:
-            append(dot[data[pos - 3]] + dot[data[pos - 2]] + dot[data[pos - 1] & mask] + tail)
+            text = dot[data[pos - 3]] + dot[data[pos - 2]] + dot[data[pos - 1] & mask] + tail
         elif nbytes == 2:
-            append(dot[data[pos - 2]] + dot[data[pos - 1] & mask] + tail)
+            text = dot[data[pos - 2]] + dot[data[pos - 1] & mask] + tail
         elif nbytes == 4:
-            append(
+            text = (
                 dot[data[pos - 4]]
                 + dot[data[pos - 3]]
                 + dot[data[pos - 2]]
@@ -156,24 +167,26 @@ def _decode_ipv4(data: bytes, pos: int, end: int, add_path: bool) -> tuple:
                 + tail
             )
         elif nbytes == 1:
-            append(dot[data[pos - 1] & mask] + tail)
+            text = dot[data[pos - 1] & mask] + tail
         else:
-            append(tail)
-    return _build(texts, path_ids if add_path else None)
+            text = tail
+        append(new(Nlri, (text, path_id, None, (), None)))
+    return tuple(out)
 
 
 def _decode_ipv6(data: bytes, pos: int, end: int, add_path: bool) -> tuple:
     """IPv6 prefixes (RFC 4760 §5, RFC 2545), with *add_path* each after a path id."""
     table = _V6
     ntop = inet_ntop
-    texts = []
-    append = texts.append
-    path_ids = []
+    new = _new
+    out = []
+    append = out.append
+    path_id = None
     while pos < end:
         if add_path:
             if pos + 5 > end:
                 raise ContentError("IPv6 path identifier truncated", pos)
-            path_ids.append(_U32.unpack_from(data, pos)[0])
+            path_id = _U32.unpack_from(data, pos)[0]
             pos += 4
         plen = data[pos]
         if plen > 128:
@@ -185,15 +198,9 @@ def _decode_ipv6(data: bytes, pos: int, end: int, add_path: bool) -> tuple:
         addr = data[pos + 1 : nxt]
         if host and addr[-1] & host:
             addr = _clear_host_bits(addr, host)
-        append(ntop(AF_INET6, addr + pad) + suffix)
+        append(new(Nlri, (ntop(AF_INET6, addr + pad) + suffix, path_id, None, (), None)))
         pos = nxt
-    return _build(texts, path_ids if add_path else None)
-
-
-def _build(texts: list, path_ids: list | None) -> tuple:
-    """Nlri tuples for prefix texts, built by map/zip in C rather than a Python loop."""
-    ids = repeat(None) if path_ids is None else path_ids
-    return tuple(map(_new, repeat(Nlri), zip(texts, ids, repeat(None), repeat(()), repeat(None))))
+    return tuple(out)
 
 
 # --- labeled unicast and VPN -------------------------------------------------------
@@ -419,7 +426,7 @@ def decode_nlri(data: bytes, start: int, end: int, afi: int, safi: int, add_path
     if afi == 1 or afi == 2:
         if safi == 1 or safi == 2:
             if afi == 1:
-                return _decode_ipv4(data, start, end, add_path)
+                return decode_ipv4(data, start, end, add_path)
             return _decode_ipv6(data, start, end, add_path)
         if safi == _LABELED or safi == _VPN:
             return _decode_labeled(data, start, end, afi, add_path, safi == _VPN)

@@ -20,7 +20,7 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import Callable, Optional
 
-from pybmpmon.bgp.message import decode_bgp_message
+from pybmpmon.bgp.message import MARKER, decode_bgp_message, decode_update
 from pybmpmon.bgp.model import BgpContext, Notification, Update
 from pybmpmon.bgp.nlri import format_rd
 from pybmpmon.bgp.open import decode_open
@@ -48,6 +48,9 @@ PEER_HEADER_SIZE = 42
 # The per-peer header without its 8-byte timestamp: the key of the peer cache.
 PEER_KEY_SIZE = 34
 _PEER_END = COMMON_HEADER_SIZE + PEER_HEADER_SIZE  # where a message body starts
+_PEER_KEY_END = COMMON_HEADER_SIZE + PEER_KEY_SIZE  # where the per-peer timestamp starts
+_BGP_LENGTH = _PEER_END + 16  # a Route Monitoring message's BGP length field
+_BGP_TYPE = _PEER_END + 18
 BGP_HEADER_SIZE = 19
 _BGP_MARKER = b"\xff" * 16
 # A router has a few hundred peers at most; a bigger cache means garbage
@@ -105,9 +108,11 @@ def decode_bmp(
 ) -> BmpMessage:
     """Decode one whole BMP message (common header included).
 
-    *context_for* gives the :class:`BgpContext` of a Route Monitoring
-    message's peer.  *peer_cache*, when given, maps the first 34 bytes of a
-    per-peer header to its decoded fields, so each peer is parsed once.
+    *msg* must be ``bytes`` (the framer's output).  *context_for* gives the
+    :class:`BgpContext` of a Route Monitoring message's peer.  *peer_cache*,
+    when given, maps the first 34 bytes of a per-peer header to its decoded
+    fields and that context, so each peer is parsed and looked up once; the
+    caller clears it whenever a peer's context changes (Peer Up, Peer Down).
     """
     size = len(msg)
     if size < COMMON_HEADER_SIZE:
@@ -119,28 +124,41 @@ def decode_bmp(
         raise ContentError(f"BMP length field {length} but the message has {size} bytes", 1)
 
     if msg_type == 0:
-        # The hot path: one per UPDATE, so no Reader and a cached peer header.
+        # The hot path: one per UPDATE, so no Reader, and one cache lookup
+        # gives both the peer's decoded header fields and its BGP context.
         if size < _PEER_END:
             raise ContentError("truncated per-peer header", COMMON_HEADER_SIZE)
-        if peer_cache is None:
+        key = msg[COMMON_HEADER_SIZE:_PEER_KEY_END]
+        cached = None if peer_cache is None else peer_cache.get(key)
+        seconds, micros = _TIMESTAMP(msg, _PEER_KEY_END)
+        if cached is None:
             fields = _peer_fields(msg, COMMON_HEADER_SIZE)
-        else:
-            key = msg[COMMON_HEADER_SIZE : COMMON_HEADER_SIZE + PEER_KEY_SIZE]
-            fields = peer_cache.get(key)
-            if fields is None:
-                fields = _peer_fields(msg, COMMON_HEADER_SIZE)
+            peer = _new(PeerHeader, fields + (seconds + micros / 1e6,))
+            ctx = context_for(peer)
+            if peer_cache is not None:
                 if len(peer_cache) >= PEER_CACHE_LIMIT:
                     peer_cache.clear()
-                peer_cache[key] = fields
-        seconds, micros = _TIMESTAMP(msg, COMMON_HEADER_SIZE + PEER_KEY_SIZE)
-        peer = _new(PeerHeader, fields + (seconds + micros / 1e6,))
-        update, end = decode_bgp_message(msg, _PEER_END, size, context_for(peer))
-        if type(update) is not Update:
-            raise ContentError(
-                f"Route Monitoring carries a BGP {type(update).__name__}, not an UPDATE", _PEER_END
-            )
-        if end != size:
-            raise ContentError("bytes after the BGP UPDATE of a Route Monitoring message", end)
+                peer_cache[key] = (fields, ctx)
+        else:
+            fields, ctx = cached
+            peer = _new(PeerHeader, fields + (seconds + micros / 1e6,))
+        if (
+            size - _PEER_END >= 19
+            and msg[_BGP_TYPE] == 2
+            and ((msg[_BGP_LENGTH] << 8) | msg[_BGP_LENGTH + 1]) == size - _PEER_END
+            and msg.startswith(MARKER, _PEER_END)
+        ):
+            # Strategy: the usual UPDATE skips decode_bgp_message's dispatch;
+            # anything unusual takes the general path and its precise errors.
+            update = decode_update(msg, _PEER_END + 19, size, ctx)
+        else:
+            update, end = decode_bgp_message(msg, _PEER_END, size, ctx)
+            if type(update) is not Update:
+                raise ContentError(
+                    f"Route Monitoring carries a BGP {type(update).__name__}, not an UPDATE", _PEER_END
+                )
+            if end != size:
+                raise ContentError("bytes after the BGP UPDATE of a Route Monitoring message", end)
         return _new(RouteMonitoring, (peer, update))
 
     decoder = _DECODERS.get(msg_type)
