@@ -129,25 +129,53 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _not_implemented(name: str) -> int:
-    print(f"pybmpmon {name}: not implemented yet", file=sys.stderr)
-    return EXIT_ERRORS
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
-    return _not_implemented("serve")
+    # Before anything imports socket, ssl or threading for real.
+    from gevent import monkey
+
+    monkey.patch_all()
+    from pybmpmon import service
+    from pybmpmon.config import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    service.start_logging(settings)
+    return service.serve(settings)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    return _not_implemented("migrate")
+    from pybmpmon import service
+    from pybmpmon.config import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    service.start_logging(settings)
+    return service.run_migrate(settings)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    return _not_implemented("check")
+    from pybmpmon import service
+    from pybmpmon.config import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    return service.run_check(settings)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    return _not_implemented("replay")
+    from pybmpmon.replay import ReplayError, replay
+
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    except OSError as error:
+        print(f"pybmpmon replay: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with stream:
+            messages, sent = replay(stream, args.target, args.rate)
+    except ReplayError as error:
+        print(f"pybmpmon replay: {error}", file=sys.stderr)
+        return EXIT_ERRORS
+    print(f"pybmpmon replay: sent {messages} messages ({sent} bytes) to {args.target}",
+          file=sys.stderr)
+    return EXIT_OK
 
 
 # -- decode -----------------------------------------------------------------

@@ -258,9 +258,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Routes written per COPY batch."),
     Setting("BATCH_TIMEOUT", _seconds(60), "0.5",
             "Seconds a partial batch waits before it is written anyway."),
-    Setting("QUEUE_SIZE", _integer(1, 10_000_000), "50000",
-            "Route events buffered between the routers and the database writer; when "
-            "it is full, reading from routers pauses (TCP backpressure)."),
+    Setting("QUEUE_SIZE", _integer(1, 10_000), "32",
+            "Socket reads (up to 64 KiB of BMP each, decoded) waiting for the database "
+            "writer; when full, reading from routers pauses (TCP backpressure). Bounds "
+            "memory: about 1 MB each."),
     Setting("STATS_INTERVAL", _seconds(86400), "10",
             "Seconds between route_stats log records per router."),
     Setting("ROUTE_RETENTION",
@@ -305,7 +306,7 @@ class Settings:
     db_pool_size: int = 4
     batch_size: int = 5000
     batch_timeout: float = 0.5
-    queue_size: int = 50000
+    queue_size: int = 32
     stats_interval: float = 10.0
     route_retention: timedelta | None = timedelta(days=90)  # None: keep forever
     shutdown_timeout: float = 30.0

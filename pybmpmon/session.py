@@ -84,6 +84,8 @@ class RouterSession:
         self.sys_name: Optional[str] = None
         self.sys_descr: Optional[str] = None
         self.terminated = False
+        # Called with each whole message before it is decoded (the DEBUG hex dump).
+        self.on_message = None
 
     @property
     def error(self):
@@ -98,7 +100,10 @@ class RouterSession:
     def feed(self, data: bytes) -> list:
         """Decode every message completed by *data*; return the events in order."""
         events = []
+        on_message = self.on_message
         for raw in self._framer.feed(data):
+            if on_message is not None:
+                on_message(raw)
             events.extend(self.decode(raw))
         return events
 

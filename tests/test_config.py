@@ -55,7 +55,7 @@ def test_defaults():
     assert s.max_connections == 1000
     assert s.stats_interval == 10
     assert s.route_retention == timedelta(days=90)
-    assert s.queue_size == 50000
+    assert s.queue_size == 32
     assert (s.log_level, s.log_format) == ("INFO", "json")
     assert s.sentry_dsn == ""
     assert s.sentry_environment == "development"
@@ -187,7 +187,7 @@ BAD_VALUES = [
     ("MAX_MESSAGE_SIZE", "4096", "MAX_MESSAGE_SIZE='4096': expected an integer from 131072 "
      "to 67108864"),
     ("MAX_CONNECTIONS", "0", "MAX_CONNECTIONS='0': expected an integer from 1 to 100000"),
-    ("QUEUE_SIZE", "lots", "QUEUE_SIZE='lots': expected an integer from 1 to 10000000"),
+    ("QUEUE_SIZE", "lots", "QUEUE_SIZE='lots': expected an integer from 1 to 10000"),
     ("ROUTE_RETENTION", "90 days", "ROUTE_RETENTION='90 days': expected a duration like 90d, "
      "12h, 30m, 1w2d or a number of days, at most 100 years; 0 keeps history forever"),
     ("ROUTE_RETENTION", "40000", None),
