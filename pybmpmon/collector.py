@@ -149,7 +149,9 @@ class Collector:
             try:
                 data = sock.recv(READ_SIZE)
             except OSError as error:
-                log.warning("router_read_failed", extra={"router": conn.router_ip, "error": str(error)})
+                log.warning(
+                    "router_read_failed", extra={"router": conn.router_ip, "error": str(error)}
+                )
                 return
             if not data:
                 return

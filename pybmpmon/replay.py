@@ -31,8 +31,12 @@ def parse_target(text: str) -> tuple:
     return host, int(port)
 
 
-def replay(stream: BinaryIO, target: str, rate: Optional[float] = None,
-           max_message_size: int = 16 * 1024 * 1024) -> tuple:
+def replay(
+    stream: BinaryIO,
+    target: str,
+    rate: Optional[float] = None,
+    max_message_size: int = 16 * 1024 * 1024,
+) -> tuple:
     """Send *stream* to *target*; return (messages, bytes) sent.
 
     With *rate*, at most that many messages per second.  A stream that is not
@@ -74,7 +78,9 @@ def replay(stream: BinaryIO, target: str, rate: Optional[float] = None,
                 if framer.error is not None:
                     raise ReplayError(f"not a BMP stream: {framer.error}")
             if framer.buffered:
-                raise ReplayError(f"the stream ends inside a message ({framer.buffered} bytes left)")
+                raise ReplayError(
+                    f"the stream ends inside a message ({framer.buffered} bytes left)"
+                )
             sock.shutdown(socket.SHUT_WR)
     except OSError as error:
         raise ReplayError(f"sending to {host}:{port} failed: {error}") from None

@@ -157,7 +157,9 @@ def serve(settings: Settings) -> int:
     collector = Collector(settings, writer)
     collector.start()
     host, port = collector.address[:2]
-    log.info("pybmpmon_listening", extra={"host": host, "port": port, "database": settings.db_display})
+    log.info(
+        "pybmpmon_listening", extra={"host": host, "port": port, "database": settings.db_display}
+    )
 
     stop.wait()
     started = time.monotonic()

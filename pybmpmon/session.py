@@ -25,7 +25,14 @@ from typing import NamedTuple, Optional
 from pybmpmon.bgp.model import BgpContext
 from pybmpmon.bmp.decode import decode_bmp, decode_peer_header
 from pybmpmon.bmp.framer import Framer
-from pybmpmon.bmp.model import Initiation, PeerDown, PeerHeader, PeerUp, RouteMonitoring, Termination
+from pybmpmon.bmp.model import (
+    Initiation,
+    PeerDown,
+    PeerHeader,
+    PeerUp,
+    RouteMonitoring,
+    Termination,
+)
 from pybmpmon.errors import ContentError, DecodeError
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -65,7 +72,9 @@ class _Peer:
 
     __slots__ = ("four_octet_as", "add_path_in", "add_path_out")
 
-    def __init__(self, four_octet_as: bool = True, add_path_in=frozenset(), add_path_out=frozenset()):
+    def __init__(
+        self, four_octet_as: bool = True, add_path_in=frozenset(), add_path_out=frozenset()
+    ):
         self.four_octet_as = four_octet_as
         self.add_path_in = add_path_in
         self.add_path_out = add_path_out
@@ -207,4 +216,3 @@ def _negotiated(peer_up: PeerUp) -> _Peer:
         add_path_in=frozenset(add_path_in),
         add_path_out=frozenset(add_path_out),
     )
-

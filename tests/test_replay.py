@@ -60,23 +60,31 @@ def test_cli_replay_and_errors(tmp_path):
     sink = Sink()
     path = CORPUS / "gobgp-pre-policy-small-1.bmp"
     run = [sys.executable, "-m", "pybmpmon", "replay"]
-    done = subprocess.run(run + [str(path), f"127.0.0.1:{sink.port}"], capture_output=True, text=True)
+    done = subprocess.run(
+        run + [str(path), f"127.0.0.1:{sink.port}"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert sink.wait() == path.read_bytes()
     assert "sent" in done.stderr
 
-    missing = subprocess.run(run + [str(tmp_path / "nope.bmp"), "127.0.0.1:1"], capture_output=True, text=True)
+    missing = subprocess.run(
+        run + [str(tmp_path / "nope.bmp"), "127.0.0.1:1"], capture_output=True, text=True
+    )
     assert missing.returncode == 2
 
     garbage = tmp_path / "garbage.bmp"
     garbage.write_bytes(b"GET / HTTP/1.0\r\n\r\n")
     sink = Sink()
-    bad = subprocess.run(run + [str(garbage), f"127.0.0.1:{sink.port}"], capture_output=True, text=True)
+    bad = subprocess.run(
+        run + [str(garbage), f"127.0.0.1:{sink.port}"], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "not a BMP stream" in bad.stderr
     sink.wait()
 
 
-@pytest.mark.parametrize("text", ["localhost", "host:", ":11019", "host:0", "host:99999", "host:abc"])
+@pytest.mark.parametrize(
+    "text", ["localhost", "host:", ":11019", "host:0", "host:99999", "host:abc"]
+)
 def test_bad_targets(text):
     with pytest.raises(ReplayError):
         parse_target(text)

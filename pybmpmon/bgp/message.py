@@ -48,7 +48,9 @@ _new = tuple.__new__
 def decode_bgp_message(data: bytes, offset: int, end: int, ctx: BgpContext) -> tuple:
     """Decode the BGP message at ``data[offset:]``; return it and the offset after it."""
     if end - offset < HEADER_SIZE:
-        raise BgpError("BGP message shorter than its 19-octet header", offset, _HEADER_ERROR, _BAD_LENGTH)
+        raise BgpError(
+            "BGP message shorter than its 19-octet header", offset, _HEADER_ERROR, _BAD_LENGTH
+        )
     if not data.startswith(MARKER, offset):
         raise BgpError("BGP header marker is not all ones", offset, _HEADER_ERROR, _BAD_MARKER)
     length, msg_type = unpack_from("!HB", data, offset + 16)
@@ -73,7 +75,9 @@ def decode_bgp_message(data: bytes, offset: int, end: int, ctx: BgpContext) -> t
         return Keepalive(), msg_end
     if msg_type == 5:
         if length != HEADER_SIZE + 4:
-            raise BgpError(f"ROUTE-REFRESH of length {length}", offset + 16, _HEADER_ERROR, _BAD_LENGTH)
+            raise BgpError(
+                f"ROUTE-REFRESH of length {length}", offset + 16, _HEADER_ERROR, _BAD_LENGTH
+            )
         afi, subtype, safi = unpack_from("!HBB", data, body)
         return RouteRefresh(afi, safi, subtype), msg_end
     return UnknownBgpMessage(msg_type, bytes(data[body:msg_end])), msg_end
@@ -89,13 +93,20 @@ def decode_notification(data: bytes, start: int, end: int) -> Notification:
 def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
     """Decode an UPDATE body (the octets after the 19-octet header)."""
     if end > len(data):
-        raise BgpError("UPDATE runs past the buffer", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST)
+        raise BgpError(
+            "UPDATE runs past the buffer", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST
+        )
     if end - start < 4:
-        raise BgpError("UPDATE shorter than 4 octets", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST)
+        raise BgpError(
+            "UPDATE shorter than 4 octets", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST
+        )
     withdrawn_end = start + 2 + ((data[start] << 8) | data[start + 1])
     if withdrawn_end + 2 > end:
         raise BgpError(
-            "withdrawn routes length runs past the UPDATE", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST
+            "withdrawn routes length runs past the UPDATE",
+            start,
+            _UPDATE_ERROR,
+            _MALFORMED_ATTRIBUTE_LIST,
         )
     attr_start = withdrawn_end + 2
     attr_end = attr_start + ((data[withdrawn_end] << 8) | data[withdrawn_end + 1])
@@ -126,13 +137,18 @@ def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
         count = 0
         while pos < attr_end:
             if pos + 3 > attr_end:
-                raise BgpError("truncated path attribute header", pos, _UPDATE_ERROR, _ATTRIBUTE_LENGTH_ERROR)
+                raise BgpError(
+                    "truncated path attribute header", pos, _UPDATE_ERROR, _ATTRIBUTE_LENGTH_ERROR
+                )
             flags = data[pos]
             code = data[pos + 1]
             if flags & 0x10:
                 if pos + 4 > attr_end:
                     raise BgpError(
-                        "truncated path attribute header", pos, _UPDATE_ERROR, _ATTRIBUTE_LENGTH_ERROR
+                        "truncated path attribute header",
+                        pos,
+                        _UPDATE_ERROR,
+                        _ATTRIBUTE_LENGTH_ERROR,
                     )
                 value = pos + 4
                 value_end = value + ((data[pos + 2] << 8) | data[pos + 3])
@@ -149,7 +165,10 @@ def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
             if code == 14 or code == 15:
                 if (mp_reach if code == 14 else mp_unreach) is not None:
                     raise BgpError(
-                        f"path attribute {code} appears twice", pos, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST
+                        f"path attribute {code} appears twice",
+                        pos,
+                        _UPDATE_ERROR,
+                        _MALFORMED_ATTRIBUTE_LIST,
                     )
                 if code == 14:
                     mp_reach = (value, value_end)
@@ -167,7 +186,9 @@ def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
             cache = ctx.cache
             attributes = cache.get(key)
             if attributes is None:
-                attributes = build_attributes(_attribute_items(data, attr_start, attr_end), ctx.four_octet_as)
+                attributes = build_attributes(
+                    _attribute_items(data, attr_start, attr_end), ctx.four_octet_as
+                )
                 if len(cache) >= ctx.cache_limit:
                     cache.clear()
                 cache[key] = attributes
@@ -177,7 +198,9 @@ def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
         announced = (decode_mp_reach(data, mp_reach[0], mp_reach[1], add_path),)
     if attr_end < end:
         nlri = decode_ipv4(data, attr_end, end, _IPV4_UNICAST in add_path)
-        announced += (_new(RouteSet, (1, 1, "ipv4_unicast", attributes.next_hop, nlri, None, None)),)
+        announced += (
+            _new(RouteSet, (1, 1, "ipv4_unicast", attributes.next_hop, nlri, None, None)),
+        )
     end_of_rib = None
     if mp_unreach is not None:
         unreach = decode_mp_unreach(data, mp_unreach[0], mp_unreach[1], add_path)

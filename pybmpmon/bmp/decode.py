@@ -155,7 +155,8 @@ def decode_bmp(
             update, end = decode_bgp_message(msg, _PEER_END, size, ctx)
             if type(update) is not Update:
                 raise ContentError(
-                    f"Route Monitoring carries a BGP {type(update).__name__}, not an UPDATE", _PEER_END
+                    f"Route Monitoring carries a BGP {type(update).__name__}, not an UPDATE",
+                    _PEER_END,
                 )
             if end != size:
                 raise ContentError("bytes after the BGP UPDATE of a Route Monitoring message", end)
