@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test lint bench-parse run clean
+.PHONY: install test lint bench-parse bench-store run clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: install
 # generated once and cached under var/bench/).
 bench-parse: install
 	$(BIN)/python bench/bench_parse.py $(BENCH_ARGS)
+
+# Writer throughput (history + current state) on the same synthetic table,
+# next to the raw COPY rate of the same rows into the same private database.
+bench-store: install
+	$(BIN)/python bench/bench_store.py $(BENCH_ARGS)
 
 run: install
 	$(BIN)/pybmpmon serve

@@ -1,0 +1,285 @@
+"""Applying batches to PostgreSQL: blocking code, run on a native thread.
+
+:class:`Store` knows rows and SQL, not sockets, BMP or gevent.  One call of
+:meth:`Store.apply` is one transaction: every part of the batch in order,
+plus a ``writer_batches`` row that makes a retried batch (after a COMMIT whose
+acknowledgement was lost) a no-op.  Route segments go: COPY into the
+per-connection ``stage`` table, scopes and peers upserted, history inserted,
+then the state merged once per generation (see rows.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import Optional
+
+from psycopg2.extras import execute_values
+
+from pybmpmon.store import sql
+from pybmpmon.store.pool import ConnectionPool
+from pybmpmon.store.rows import Batch, Op, Segment
+
+log = logging.getLogger(__name__)
+
+PARTITION_PREFIX = "route_updates_p"
+PARTITION_LOCK_KEY = 0x70796264  # advisory lock serialising partition DDL
+# Partitions are made this many days ahead of the newest row seen.
+DAYS_AHEAD = 2
+COPY_BUFFER = 8 << 20
+
+
+def _values(cur, statement: str, template, rows) -> str:
+    """``statement`` with its ``VALUES %s`` filled in, as text (to send with others)."""
+    template = template or "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+    values = b",".join(cur.mogrify(template, row) for row in rows).decode()
+    return statement.replace("%s", values, 1)
+
+
+def setup_connection(conn) -> None:
+    """Session settings and the staging table of a writer connection."""
+    with conn.cursor() as cur:
+        cur.execute("SET temp_buffers = '128MB'")  # must precede the temp table
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute(sql.CREATE_STAGE)
+        cur.execute(sql.CREATE_STAGE_SCOPES)
+
+
+class _LinesReader:
+    """A file-like view of a list of lines for copy_expert, without joining them all."""
+
+    def __init__(self, lines: list):
+        self._lines = lines
+        self._pos = 0
+
+    def read(self, size: int = -1) -> str:
+        lines = self._lines
+        start = self._pos
+        if start >= len(lines):
+            return ""
+        end = start
+        total = 0
+        limit = size if size and size > 0 else 1 << 62
+        while end < len(lines) and total < limit:
+            total += len(lines[end])
+            end += 1
+        self._pos = end
+        return "".join(lines[start:end])
+
+    readline = read
+
+
+class Store:
+    """The database side of the writer.  Not thread-safe: one caller at a time."""
+
+    def __init__(self, pool: ConnectionPool, retention: Optional[dt.timedelta] = None):
+        self.pool = pool
+        self.retention = retention
+        self._partition_days: Optional[set] = None
+        self.timings: dict = {}  # seconds per step of the last batch (benchmarks, debugging)
+        self._native_partitions: Optional[bool] = None
+
+    # -- batches -----------------------------------------------------------
+
+    def apply(self, batch: Batch) -> dict:
+        """Apply ``batch`` in one transaction; returns counts of what it did."""
+        self.ensure_partitions(batch.days)
+        result = {"routes": batch.route_count, "withdrawn_by_peer_down": 0, "swept": 0,
+                  "marked_stale": 0, "duplicate": False}
+        self.timings = timings = {}
+        with self.pool.connection() as conn:
+            with conn.cursor() as cur:
+                # Statements are sent together where possible: every round
+                # trip costs a GIL hand-over from the busy hub thread.
+                statements = []
+                if batch.routers:
+                    statements.append(_values(cur, sql.TOUCH_ROUTERS, sql.TOUCH_ROUTERS_TEMPLATE,
+                                              [(r, t, t) for r, t in batch.routers.items()]))
+                statements.append(cur.mogrify(sql.CLAIM_BATCH, (batch.batch_id,)).decode())
+                cur.execute(";\n".join(statements))
+                if cur.rowcount == 0:  # the claim, sent last
+                    conn.rollback()
+                    result["duplicate"] = True
+                    return result
+                for part in batch.parts:
+                    if isinstance(part, Segment):
+                        self._segment(cur, part, timings)
+                    else:
+                        self._op(cur, part, result)
+            started = time.perf_counter()
+            conn.commit()
+            timings["commit"] = time.perf_counter() - started
+        return result
+
+    def _segment(self, cur, seg: Segment, timings: dict) -> None:
+        clock = time.perf_counter
+        started = clock()
+        scopes = sorted({scope[:5] for scope in seg.scopes})
+        statements = [sql.TRUNCATE_STAGE, _values(cur, sql.ENSURE_SCOPES, None, scopes)]
+        if seg.peers:
+            rows = [(key[0], key[1], key[2], key[3], asn, str(bgp_id), at, at)
+                    for key, (asn, bgp_id, at) in seg.peers.items()]
+            statements.append(_values(cur, sql.TOUCH_PEERS, sql.TOUCH_PEERS_TEMPLATE, rows))
+        refs = [(ref, *scope) for scope, ref in seg.scopes.items()]
+        statements.append(_values(cur, sql.FILL_STAGE_SCOPES, sql.FILL_STAGE_SCOPES_TEMPLATE,
+                                  refs))
+        cur.execute(";\n".join(statements))
+        copied = clock()
+        cur.copy_expert(sql.COPY_STAGE, _LinesReader(seg.lines), size=COPY_BUFFER)
+        merged = clock()
+        statements = [sql.INSERT_HISTORY]
+        statements.extend(sql.UPSERT_STATE % gen for gen in range(seg.max_gen + 1))
+        cur.execute(";\n".join(statements))
+        done = clock()
+        for name, took in (("prepare", copied - started), ("copy", merged - copied),
+                           ("merge", done - merged)):
+            timings[name] = timings.get(name, 0.0) + took
+
+    def _op(self, cur, op: Op, result: dict) -> None:
+        params = dict(op.data, router_ip=op.router_ip, t=op.time)
+        kind = op.kind
+        if kind == "stats":
+            rows = [(op.time, op.router_ip, params["peer_type"], params["peer_rd"],
+                     params["peer_ip"], params["peer_asn"], *row) for row in params["rows"]]
+            if rows:
+                execute_values(cur, sql.STATS, rows, template=sql.STATS_TEMPLATE)
+        elif kind == "peer_up":
+            cur.execute(sql.PEER_UP, params)
+            details = {"local_ip": params["local_ip"], "local_port": params["local_port"],
+                       "remote_port": params["remote_port"], "hold_time": params["hold_time"]}
+            cur.execute(sql.PEER_EVENT, dict(params, event="peer_up", reason_code=None,
+                                             details=json.dumps(details)))
+        elif kind == "peer_down":
+            cur.execute(sql.WITHDRAW_PEER, params)
+            withdrawn = cur.fetchone()[0]
+            result["withdrawn_by_peer_down"] += withdrawn
+            cur.execute(sql.PEER_DOWN, params)
+            details = dict(params["details"], routes_withdrawn=withdrawn)
+            cur.execute(sql.PEER_EVENT, dict(params, event="peer_down",
+                                             details=json.dumps(details)))
+        elif kind == "end_of_rib":
+            cur.execute(sql.SWEEP_STALE, params)
+            result["swept"] += cur.fetchone()[0]
+        elif kind == "connect":
+            cur.execute(sql.ROUTER_CONNECTED, params)
+        elif kind == "disconnect":
+            cur.execute(sql.ROUTER_DISCONNECTED, params)
+            cur.execute(sql.MARK_STALE, params)
+            result["marked_stale"] += cur.rowcount
+        elif kind == "initiation":
+            cur.execute(sql.INITIATION, params)
+        elif kind == "termination":
+            cur.execute(sql.TERMINATION, params)
+        elif kind == "decode_failure":
+            cur.execute(sql.DECODE_FAILURE, params)
+        else:  # pragma: no cover - rows.py and this module agree on the kinds
+            raise ValueError(f"unknown operation {kind!r}")
+
+    def forget(self) -> None:
+        """Drop what is cached about the database (partitions); it is read again."""
+        self._partition_days = None
+        self._native_partitions = None
+
+    # -- start and maintenance ---------------------------------------------
+
+    def connected_routers(self) -> list:
+        """Routers a previous run left marked connected (their sessions are gone)."""
+        with self.pool.connection() as conn:
+            with conn.cursor() as cur:
+                cur.execute(sql.CONNECTED_ROUTERS)
+                routers = [row[0] for row in cur.fetchall()]
+            conn.commit()
+        return routers
+
+    def _route_updates_native(self, cur) -> bool:
+        if self._native_partitions is None:
+            cur.execute(sql.ROUTE_UPDATES_KIND)
+            row = cur.fetchone()
+            if row is None:
+                raise RuntimeError("route_updates is missing: run `pybmpmon migrate` first")
+            self._native_partitions = row[0] == "p"
+        return self._native_partitions
+
+    def _load_partitions(self, cur) -> set:
+        cur.execute(sql.LIST_PARTITIONS)
+        days = set()
+        for (name,) in cur.fetchall():
+            if name.startswith(PARTITION_PREFIX):
+                try:
+                    day = dt.datetime.strptime(name[len(PARTITION_PREFIX):], "%Y%m%d")
+                except ValueError:
+                    continue
+                days.add(int(day.replace(tzinfo=dt.timezone.utc).timestamp() // 86400))
+        return days
+
+    def ensure_partitions(self, days) -> None:
+        """Daily partitions of route_updates for ``days`` (epoch day numbers)."""
+        if self._partition_days is not None and self._native_partitions is False:
+            return
+        if self._partition_days is not None and all(d in self._partition_days for d in days):
+            return
+        with self.pool.connection() as conn:
+            with conn.cursor() as cur:
+                if not self._route_updates_native(cur):
+                    self._partition_days = set()
+                    conn.commit()
+                    return
+                cur.execute(sql.PARTITION_LOCK, (PARTITION_LOCK_KEY,))
+                existing = self._load_partitions(cur)
+                for day in sorted(set(days) - existing):
+                    self._create_partition(cur, day)
+                    existing.add(day)
+            conn.commit()
+        self._partition_days = existing
+
+    @staticmethod
+    def _create_partition(cur, day: int) -> None:
+        start = dt.datetime.fromtimestamp(day * 86400, dt.timezone.utc)
+        end = start + dt.timedelta(days=1)
+        name = f"{PARTITION_PREFIX}{start:%Y%m%d}"
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF route_updates "
+            f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+        )
+        log.info("route_partition_created", extra={"partition": name})
+
+    def maintain(self, now: Optional[float] = None) -> dict:
+        """Partitions ahead, retention, pruning of the batch ledger."""
+        now = time.time() if now is None else now
+        today = int(now // 86400)
+        self.ensure_partitions(range(today - 1, today + DAYS_AHEAD + 1))
+        dropped = []
+        with self.pool.connection() as conn:
+            with conn.cursor() as cur:
+                cur.execute(sql.PRUNE_BATCHES)
+                if self.retention is not None and self.retention.total_seconds() > 0:
+                    cutoff = now - self.retention.total_seconds()
+                    if self._route_updates_native(cur):
+                        dropped = self._drop_partitions(cur, cutoff)
+                    else:
+                        cur.execute("SELECT drop_chunks('route_updates', older_than => "
+                                    "to_timestamp(%s))", (cutoff,))
+                        dropped = [row[0] for row in cur.fetchall()]
+                    for table in ("stats_reports", "peer_events"):
+                        cur.execute(f"DELETE FROM {table} WHERE time < to_timestamp(%s)",
+                                    (cutoff,))
+            conn.commit()
+        if dropped:
+            log.info("route_partitions_dropped", extra={"partitions": dropped})
+        return {"dropped": dropped}
+
+    def _drop_partitions(self, cur, cutoff: float) -> list:
+        """Drop the daily partitions that end at or before ``cutoff``."""
+        cur.execute(sql.PARTITION_LOCK, (PARTITION_LOCK_KEY,))
+        dropped = []
+        for day in sorted(self._load_partitions(cur)):
+            if (day + 1) * 86400 <= cutoff:
+                start = dt.datetime.fromtimestamp(day * 86400, dt.timezone.utc)
+                name = f"{PARTITION_PREFIX}{start:%Y%m%d}"
+                cur.execute(f"DROP TABLE IF EXISTS {name}")
+                dropped.append(name)
+        if self._partition_days is not None:
+            self._partition_days -= {d for d in self._partition_days if (d + 1) * 86400 <= cutoff}
+        return dropped

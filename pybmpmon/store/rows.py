@@ -1,0 +1,573 @@
+"""Decoded BMP events (RFC 7854 §4) turned into what the database is given.
+
+A :class:`BatchBuilder` takes the events of many routers in arrival order and
+produces a :class:`Batch`: route *segments* (lines in PostgreSQL's COPY text
+format for the staging table) interleaved with *operations* (Peer Up, Peer
+Down, statistics, End-of-RIB, connect/disconnect, ...), so that one database
+transaction can apply them in order.
+
+Strategy, for speed on a full table (a million routes):
+
+- Per route, one COPY line is assembled from three cached pieces: the peer
+  part (router, peer, RIB view; once per peer header), the attribute part
+  (once per distinct Attributes object and next hop, with a digest used to
+  detect attribute changes) and the route's own fields.  Unicast routes,
+  nearly all of a table, take a short path.
+- The same route key may occur several times in one batch (a flap).  Each
+  occurrence gets a *generation* number: 0 for the first, 1 for the second...
+  The database applies the state merge once per generation, so every
+  statement sees each key at most once, in arrival order.  A segment is closed
+  early when a key reaches ``max_gen`` occurrences, which bounds the number of
+  statements.
+- Events that touch route_state in bulk (Peer Down, End-of-RIB sweep, router
+  disconnect) are *barriers*: the routes before them form one segment, the
+  routes after them the next.  Other operations (Peer Up, statistics,
+  Initiation, ...) touch other tables, so they only keep their order among
+  themselves.
+
+Text from routers (sysName, sysDescr, descriptions, Termination strings) never
+goes through COPY here; it is passed as query parameters after
+:func:`clean_text`.  PostgreSQL text cannot hold NUL, so NUL characters are
+replaced by U+FFFD (the Unicode replacement character), visibly; tabs,
+newlines and backslashes are stored as they are.  :func:`copy_escape` is the
+COPY-format escaping used for any non-fixed text that does go into a line.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import json
+import re
+import time
+import uuid
+from typing import Iterable, NamedTuple, Optional
+
+from pybmpmon.bgp.attributes import (
+    format_community,
+    format_ext_community,
+    format_large_community,
+    origin_as,
+)
+from pybmpmon.bgp.model import family_name
+from pybmpmon.bmp.model import (
+    Initiation,
+    PeerDown,
+    PeerHeader,
+    PeerUp,
+    RouteMirroring,
+    RouteMonitoring,
+    StatisticsReport,
+    Termination,
+)
+from pybmpmon.iana import CapabilityCode, PeerDownReason, StatType, TerminationReason, name_of
+
+NULL = "\\N"
+
+# A per-peer header timestamp is used when it lies within this window around
+# the receive time; otherwise (zero, a boot time, a clock far off) the receive
+# time is used.
+SANE_PAST = 86400.0
+SANE_FUTURE = 300.0
+
+# Raw bytes of an undecodable message kept for support, at most.
+MAX_FAILURE_RAW = 65536
+
+ORIGINS = ("igp", "egp", "incomplete")
+
+# Pieces of the stage table's lines (columns in sql.CREATE_STAGE order).
+_ATTR_FIELDS = 14  # attr_hash, next_hop .. cluster_list
+_WITHDRAWN_ATTRS = "\t".join([NULL] * _ATTR_FIELDS)
+_NO_EVPN = "\t".join([NULL] * 6)
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_ARRAY_SPECIAL = frozenset('{}",\\ \t\n\r\'')
+
+
+def clean_text(text: Optional[str]) -> Optional[str]:
+    """Text that PostgreSQL can store: NUL (which text cannot hold) becomes U+FFFD."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text
+
+
+def copy_escape(text: str) -> str:
+    """One field of COPY's text format: backslash, tab, CR and LF escaped, NUL replaced."""
+    return clean_text(text).translate(_COPY_ESCAPES)
+
+
+def pg_array(items: Iterable) -> str:
+    """A PostgreSQL array literal (before COPY escaping) of the items' text."""
+    parts = []
+    for item in items:
+        text = str(item)
+        if not text or text.upper() == "NULL" or any(c in _ARRAY_SPECIAL for c in text):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return "{" + ",".join(parts) + "}"
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip_or_null(text) -> str:
+    """The address as COPY text, or NULL when it is not a valid address.
+
+    Cached: next hops repeat across a whole table.
+    """
+    if not text:
+        return NULL
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return NULL
+
+
+def _field(value) -> str:
+    return NULL if value is None else copy_escape(str(value))
+
+
+def sane_time(header_time: float, received_at: float) -> float:
+    """The per-peer header time when plausible, else the receive time (SPEC §4)."""
+    if header_time and received_at - SANE_PAST <= header_time <= received_at + SANE_FUTURE:
+        return header_time
+    return received_at
+
+
+# Characters that force quoting inside an array literal, or escaping in COPY.
+_SPECIAL = re.compile(r'[{}",\\\s\'\x00]')
+
+
+def _safe_array(texts: list) -> str:
+    """COPY text of an array of texts, NULL when empty; quoting only when needed."""
+    if not texts:
+        return NULL
+    if _SPECIAL.search("".join(texts)) is None and "" not in texts and "NULL" not in texts:
+        return "{" + ",".join(texts) + "}"
+    return copy_escape(pg_array(texts))
+
+
+def attribute_fields(attrs, next_hop) -> tuple[str, int]:
+    """(COPY text of attr_hash .. cluster_list, the attribute digest).
+
+    Called once per distinct attribute set and next hop (BatchBuilder caches
+    the result), so clarity beats speed here, within reason.
+    """
+    path = [asn for _seg_type, asns in attrs.as_path for asn in asns]
+    aggregator = None
+    if attrs.aggregator is not None:
+        aggregator = f"{attrs.aggregator[0]}:{attrs.aggregator[1]}"
+    origin = None
+    if attrs.origin is not None:
+        origin = ORIGINS[attrs.origin] if attrs.origin < 3 else str(attrs.origin)
+    cluster = [_ip_or_null(x) for x in attrs.cluster_list]
+    body = "\t".join((
+        _ip_or_null(next_hop),
+        _field(origin),
+        "{" + ",".join(map(str, path)) + "}",
+        _field(origin_as(attrs.as_path)),
+        _field(attrs.med),
+        _field(attrs.local_pref),
+        _safe_array([format_community(c) for c in attrs.communities]),
+        _safe_array([format_large_community(c) for c in attrs.large_communities]),
+        _safe_array([format_ext_community(c) for c in attrs.ext_communities]),
+        "t" if attrs.atomic_aggregate else "f",
+        _field(aggregator),
+        _ip_or_null(attrs.originator_id),
+        NULL if NULL in cluster else _safe_array(cluster),
+    ))
+    digest = int.from_bytes(hashlib.blake2b(body.encode(), digest_size=8).digest(), "big",
+                            signed=True)
+    return f"{digest}\t{body}", digest
+
+
+class Segment:
+    """Routes between two barriers: COPY lines plus what the database needs first."""
+
+    __slots__ = ("lines", "gens", "max_gen", "scopes", "peers", "routes")
+
+    def __init__(self):
+        self.lines: list = []
+        self.gens: dict = {}  # route key -> last generation given
+        self.max_gen = 0
+        # (router_ip, peer_ip, peer_rd, rib, afi_safi, peer_asn) -> the small
+        # number that stands for it in this segment's lines ("sref"): the
+        # database parses one smallint per route instead of six fields.
+        self.scopes: dict = {}
+        self.peers: dict = {}  # (router_ip, type, rd, ip) -> (asn, bgp_id, time)
+        self.routes = 0
+
+    def ref(self, scope: tuple) -> int:
+        found = self.scopes.get(scope)
+        if found is None:
+            found = self.scopes[scope] = len(self.scopes)
+        return found
+
+
+class Op(NamedTuple):
+    """A non-route operation: ``kind`` and its parameters."""
+
+    kind: str
+    router_ip: str
+    time: float
+    data: dict
+
+
+BARRIERS = frozenset({"peer_down", "end_of_rib", "disconnect"})
+
+
+class Batch(NamedTuple):
+    """What one transaction applies: ``parts`` are Segments and Ops in order."""
+
+    batch_id: str
+    parts: list
+    route_count: int
+    days: frozenset  # UTC day numbers (epoch // 86400) that route_updates rows fall on
+    routers: dict  # router_ip -> last time seen in this batch
+    items: list  # the submissions it was built from, to rebuild parts of it
+
+
+class BatchBuilder:
+    """Accumulates submissions; :meth:`take` hands out the batch built so far."""
+
+    def __init__(self, max_gen: int = 8):
+        self.max_gen = max_gen
+        self._attr_cache: dict = {}
+        self._peer_cache: dict = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parts: list = []
+        self.pending_ops: list = []
+        self.segment = Segment()
+        self.route_count = 0
+        self.days: set = set()
+        self.routers: dict = {}
+        self.items: list = []
+
+    @property
+    def empty(self) -> bool:
+        return not self.items
+
+    # -- input -------------------------------------------------------------
+
+    def add_events(self, router_ip: str, events, received_at: Optional[float] = None) -> int:
+        """Add the decoded events of one router; return how many routes they held."""
+        if received_at is None:
+            received_at = time.time()
+        self.items.append(("events", router_ip, events, received_at))
+        before = self.route_count
+        self._note_router(router_ip, received_at)
+        for event in events:
+            kind = type(event)
+            if kind is RouteMonitoring:
+                self._route_monitoring(router_ip, event, received_at)
+            elif kind is StatisticsReport:
+                self._stats(router_ip, event, received_at)
+            elif kind is PeerUp:
+                self._peer_up(router_ip, event, received_at)
+            elif kind is PeerDown:
+                self._peer_down(router_ip, event, received_at)
+            elif kind is Initiation:
+                self._initiation(router_ip, event, received_at)
+            elif kind is Termination:
+                self._termination(router_ip, event, received_at)
+            elif kind is RouteMirroring:
+                continue  # mirrored messages are logged by the collector, not stored
+            elif getattr(event, "error", None) is not None and hasattr(event, "raw"):
+                self._failure(router_ip, event, received_at)
+        return self.route_count - before
+
+    def add_connect(self, router_ip: str, at: Optional[float] = None) -> None:
+        at = time.time() if at is None else at
+        self.items.append(("connect", router_ip, None, at))
+        self._note_router(router_ip, at)
+        self._op("connect", router_ip, at, {})
+
+    def add_disconnect(self, router_ip: str, at: Optional[float] = None) -> None:
+        at = time.time() if at is None else at
+        self.items.append(("disconnect", router_ip, None, at))
+        self._note_router(router_ip, at)
+        self._op("disconnect", router_ip, at, {})
+
+    def add_item(self, item) -> None:
+        """Re-add a submission recorded in :attr:`Batch.items`."""
+        kind, router_ip, events, at = item
+        if kind == "events":
+            self.add_events(router_ip, events, at)
+        elif kind == "connect":
+            self.add_connect(router_ip, at)
+        else:
+            self.add_disconnect(router_ip, at)
+
+    def take(self, batch_id: Optional[str] = None) -> Batch:
+        """The batch built so far; the builder starts a new one."""
+        self._close_segment()
+        self.parts.extend(self.pending_ops)
+        batch = Batch(batch_id or str(uuid.uuid4()), self.parts, self.route_count,
+                      frozenset(self.days), self.routers, self.items)
+        self._reset()
+        if len(self._attr_cache) > 50000:  # bounded memory: ~30 MB at most
+            self._attr_cache.clear()
+        if len(self._peer_cache) > 10000:
+            self._peer_cache.clear()
+        return batch
+
+    # -- helpers -----------------------------------------------------------
+
+    def _note_router(self, router_ip: str, at: float) -> None:
+        self.routers[router_ip] = at
+        self.days.add(int(at // 86400))
+
+    def _close_segment(self) -> None:
+        if self.segment.lines:
+            self.parts.append(self.segment)
+            self.segment = Segment()
+
+    def _op(self, kind: str, router_ip: str, at: float, data: dict) -> None:
+        op = Op(kind, router_ip, at, data)
+        self.days.add(int(at // 86400))
+        if kind in BARRIERS:
+            self._close_segment()
+            self.parts.extend(self.pending_ops)
+            self.pending_ops = []
+            self.parts.append(op)
+        else:
+            self.pending_ops.append(op)
+
+    def _peer(self, router_ip: str, peer: PeerHeader) -> tuple:
+        """(scope prefix (router, peer, rd, rib), bgp_peers key) cached per peer and view."""
+        cache_key = (router_ip, peer.peer_type, peer.flags, peer.distinguisher, peer.address)
+        found = self._peer_cache.get(cache_key)
+        if found is None:
+            peer_ip = str(peer.address)
+            rd = peer.distinguisher
+            found = ((router_ip, peer_ip, rd, peer.rib), (router_ip, peer.peer_type, rd, peer_ip))
+            self._peer_cache[cache_key] = found
+        return found
+
+    def _attrs(self, attrs, next_hop) -> str:
+        # Keyed by content, not identity: the decoder's own cache is bounded,
+        # so equal attribute sets may come as distinct objects.
+        key = (attrs, next_hop)
+        found = self._attr_cache.get(key)
+        if found is None:
+            found = self._attr_cache[key] = attribute_fields(attrs, next_hop)[0]
+        return found
+
+    # -- route monitoring (RFC 7854 §4.6) -----------------------------------
+
+    def _route_monitoring(self, router_ip: str, event: RouteMonitoring, received_at: float) -> None:
+        peer = event.peer
+        update = event.update
+        at = sane_time(peer.timestamp, received_at)
+        scope_head, peer_key = self._peer(router_ip, peer)
+        seg = self.segment
+        seg.peers[peer_key] = (peer.asn, peer.bgp_id, at)
+        day = int(at // 86400)
+        if day not in self.days:
+            self.days.add(day)
+        head = f"\t{at:.6f}\t"
+        attrs = update.attributes
+        for rs in update.withdrawn:
+            if rs.nlri:
+                self._route_set(rs, head, scope_head, peer.asn, True, _WITHDRAWN_ATTRS)
+        for rs in update.announced:
+            if rs.nlri:
+                frag = self._attrs(attrs, rs.next_hop or attrs.next_hop)
+                self._route_set(rs, head, scope_head, peer.asn, False, frag)
+        if update.end_of_rib is not None:
+            family = update.end_of_rib
+            self._op("end_of_rib", router_ip, at, {
+                "peer_ip": scope_head[1], "peer_rd": scope_head[2], "rib": scope_head[3],
+                "afi_safi": family})
+
+    def _route_set(self, rs, head: str, scope_head: tuple, asn: int, withdrawn: bool,
+                   frag: str) -> None:
+        family = rs.afi_safi or family_name(rs.afi, rs.safi)
+        scope = scope_head + (family,)
+        ref_key = scope + (asn,)
+        seg = self.segment
+        flag = "t" if withdrawn else "f"
+        unicast = rs.safi in (1, 2) and rs.afi in (1, 2)
+        # line = gen \t time \t sref \t nlri \t prefix \t path_id \t rd \t flag \t attrs
+        #        \t labels \t evpn...
+        pre = f"{head}{seg.ref(ref_key)}\t"
+        simple_tail = f"\t0\t{NULL}\t{flag}\t{frag}\t{NULL}\t{_NO_EVPN}\n"
+        gens = seg.gens
+        max_gen = self.max_gen
+        lines = seg.lines
+        for nlri in rs.nlri:
+            if unicast and nlri.path_id is None and not nlri.labels:
+                key = (scope, nlri.prefix, 0)
+                tail = None
+            else:
+                key = (scope, nlri.key, nlri.path_id or 0)
+                tail = self._route_tail(nlri, flag, frag, unicast)
+            gen = gens.get(key)
+            if gen is None:
+                gen = 0
+            else:
+                gen += 1
+                if gen >= max_gen:
+                    # Too many occurrences of one key: start a new segment.
+                    self._close_segment()
+                    seg = self.segment
+                    pre = f"{head}{seg.ref(ref_key)}\t"
+                    gens = seg.gens
+                    lines = seg.lines
+                    gen = 0
+                elif gen > seg.max_gen:
+                    seg.max_gen = gen
+            gens[key] = gen
+            if tail is None:
+                lines.append(f"{gen}{pre}{NULL}\t{nlri.prefix}{simple_tail}")
+            else:
+                lines.append(f"{gen}{pre}{tail}")
+            seg.routes += 1
+        self.route_count += len(rs.nlri)
+
+    @staticmethod
+    def _route_tail(nlri, flag: str, frag: str, unicast: bool) -> str:
+        """nlri .. evpn fields of a non-simple route (VPN, labeled, EVPN, Add-Path)."""
+        key = NULL if unicast else copy_escape(nlri.key)
+        prefix = nlri.prefix if nlri.prefix is not None else NULL
+        rd = copy_escape(nlri.rd) if nlri.rd is not None else NULL
+        labels = pg_array(nlri.labels) if nlri.labels else NULL
+        if flag == "t":
+            labels = NULL  # withdrawn labels carry no meaning (RFC 8277 §2.4)
+        evpn = nlri.evpn
+        if evpn is None:
+            evpn_text = _NO_EVPN
+        else:
+            evpn_text = "\t".join((
+                str(evpn.route_type), _field(evpn.esi), _field(evpn.ethernet_tag),
+                _field(evpn.mac), _ip_or_null(evpn.ip), _ip_or_null(evpn.gateway)))
+        return (f"{key}\t{prefix}\t{nlri.path_id or 0}\t{rd}\t{flag}\t{frag}\t{labels}\t"
+                f"{evpn_text}\n")
+
+    # -- other messages ----------------------------------------------------
+
+    def _peer_fields(self, router_ip: str, peer: PeerHeader) -> dict:
+        return {"peer_type": peer.peer_type, "peer_rd": peer.distinguisher,
+                "peer_ip": str(peer.address), "peer_asn": peer.asn,
+                "peer_bgp_id": str(peer.bgp_id)}
+
+    def _stats(self, router_ip: str, event: StatisticsReport, received_at: float) -> None:
+        at = sane_time(event.peer.timestamp, received_at)
+        base = self._peer_fields(router_ip, event.peer)
+        rows = []
+        for stat in event.stats:
+            family = family_name(stat.afi, stat.safi) if stat.afi is not None else None
+            if isinstance(stat.value, int) and stat.value < 1 << 63:
+                value, raw = stat.value, None
+            else:
+                value = None
+                raw = stat.value.hex() if isinstance(stat.value, (bytes, bytearray)) \
+                    else str(stat.value)
+            rows.append((stat.type, name_of(StatType, stat.type), family, value, raw))
+        self._op("stats", router_ip, at, dict(base, rows=rows))
+
+    def _peer_up(self, router_ip: str, event: PeerUp, received_at: float) -> None:
+        at = sane_time(event.peer.timestamp, received_at)
+        sent, received = event.sent_open, event.received_open
+        strings = [clean_text(t.value) for t in event.info
+                   if t.type == 0 and isinstance(t.value, str)]
+        other = [_tlv_json(t) for t in event.info if not (t.type == 0 and isinstance(t.value, str))]
+        hold = min(sent.hold_time, received.hold_time)
+        families = sorted(family_name(*f) for f in set(sent.families) & set(received.families))
+        modes = {1: "receive", 2: "send", 3: "both"}
+        add_path = sorted(f"{family_name(afi, safi)}:{modes.get(mode, str(mode))}"
+                          for (afi, safi), mode in received.add_path().items())
+        data = self._peer_fields(router_ip, event.peer)
+        data.update({
+            "local_ip": str(event.local_address), "local_port": event.local_port,
+            "remote_port": event.remote_port, "local_asn": sent.asn,
+            "local_bgp_id": _ip_or_none(sent.bgp_id), "peer_bgp_id": _ip_or_none(received.bgp_id)
+            or data["peer_bgp_id"], "hold_time": hold,
+            "four_octet_as": sent.four_octet_as and received.four_octet_as,
+            "families": families, "add_path": add_path,
+            "capabilities": json.dumps({"sent": _caps_json(sent),
+                                        "received": _caps_json(received)}),
+            "description": "\n".join(strings) if strings else None,
+            "info": json.dumps(other) if other else None,
+        })
+        if received.asn and not data["peer_asn"]:
+            data["peer_asn"] = received.asn
+        self._op("peer_up", router_ip, at, data)
+
+    def _peer_down(self, router_ip: str, event: PeerDown, received_at: float) -> None:
+        at = sane_time(event.peer.timestamp, received_at)
+        reason = name_of(PeerDownReason, event.reason)
+        details = {"reason": reason}
+        text = reason
+        if event.notification is not None:
+            details["notification_code"] = event.notification.code
+            details["notification_subcode"] = event.notification.subcode
+            if event.notification.data:
+                details["notification_data"] = event.notification.data.hex()
+            text += f" (notification {event.notification.code}/{event.notification.subcode})"
+        if event.fsm_event is not None:
+            details["fsm_event"] = event.fsm_event
+            text += f" (fsm event {event.fsm_event})"
+        if event.data:
+            details["data"] = event.data.hex()
+        data = self._peer_fields(router_ip, event.peer)
+        data.update({"reason_code": event.reason, "reason_text": text, "details": details})
+        self._op("peer_down", router_ip, at, data)
+
+    def _initiation(self, router_ip: str, event: Initiation, received_at: float) -> None:
+        other = [_tlv_json(t) for t in event.info if t.type not in (1, 2)]
+        self._op("initiation", router_ip, received_at, {
+            "sys_name": clean_text(event.text(2)), "sys_descr": clean_text(event.text(1)),
+            "info": json.dumps(other) if other else None})
+
+    def _termination(self, router_ip: str, event: Termination, received_at: float) -> None:
+        strings = [clean_text(t.value) for t in event.info
+                   if t.type == 0 and isinstance(t.value, str)]
+        reason = event.reason
+        text = "\n".join(strings) if strings else None
+        if reason is not None:
+            text = name_of(TerminationReason, reason) + (f": {text}" if text else "")
+        self._op("termination", router_ip, received_at, {"reason": reason, "text": text})
+
+    def _failure(self, router_ip: str, event, received_at: float) -> None:
+        error = event.error
+        peer = getattr(event, "peer", None)
+        raw = bytes(getattr(event, "raw", b"") or b"")
+        self._op("decode_failure", router_ip, received_at, {
+            "peer_ip": str(peer.address) if peer is not None else None,
+            "peer_asn": peer.asn if peer is not None else None,
+            "error_type": type(error).__name__,
+            "error": clean_text(getattr(error, "message", None) or str(error)),
+            "error_offset": getattr(error, "offset", None),
+            "raw_length": len(raw), "raw": raw[:MAX_FAILURE_RAW]})
+
+
+def _ip_or_none(text) -> Optional[str]:
+    value = _ip_or_null(text)
+    return None if value == NULL else value
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, (int, float, bool)):
+        return value
+    return clean_text(str(value))
+
+
+def _caps_json(open_msg) -> list:
+    return [{"code": cap.code, "name": name_of(CapabilityCode, cap.code),
+             "value": _jsonable(cap.value) if cap.value is not None else cap.raw.hex()}
+            for cap in open_msg.capabilities]
+
+
+def _tlv_json(tlv) -> dict:
+    return {"type": tlv.type, "value": _jsonable(tlv.value)}

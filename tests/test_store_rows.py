@@ -1,0 +1,115 @@
+"""Events to COPY lines and operations (pybmpmon.store.rows), without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from pybmpmon.store.rows import (
+    NULL, BatchBuilder, Op, Segment, clean_text, copy_escape, pg_array, sane_time)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("plain", "plain"),
+    ("tab\there", "tab\\there"),
+    ("line\nbreak\r", "line\\nbreak\\r"),
+    ("back\\slash", "back\\\\slash"),
+    ("nul\x00byte", "nul\ufffdbyte"),
+    ("\\N", "\\\\N"),  # a literal backslash-N is not NULL
+])
+def test_copy_escape(text, expected):
+    assert copy_escape(text) == expected
+
+
+def test_clean_text():
+    assert clean_text(None) is None
+    assert clean_text("a\x00b\tc\n") == "a\ufffdb\tc\n"
+
+
+@pytest.mark.parametrize("items, expected", [
+    ([], "{}"),
+    ([65001, 4294967295], "{65001,4294967295}"),
+    (["65001:1", "rt:65001:1"], "{65001:1,rt:65001:1}"),
+    (["a b", 'q"x', "c,d", "NULL", "", "{x}", "back\\"],
+     '{"a b","q\\"x","c,d","NULL","","{x}","back\\\\"}'),
+])
+def test_pg_array(items, expected):
+    assert pg_array(items) == expected
+
+
+def test_sane_time():
+    assert sane_time(0.0, 1000000.0) == 1000000.0
+    assert sane_time(999000.0, 1000000.0) == 999000.0
+    assert sane_time(1000.0, 1000000.0) == 1000000.0  # boot time or a clock far off
+    assert sane_time(1000000.0 + 3600, 1000000.0) == 1000000.0  # future
+
+
+def fields(line):
+    assert line.endswith("\n")
+    return line[:-1].split("\t")
+
+
+def test_unicast_line_layout(bmp_events):
+    ev = bmp_events
+    builder = BatchBuilder()
+    peer = ev.peer(timestamp=0.0)
+    attrs = ev.attrs(as_path=(65001, 65100), med=5, communities=((65001, 1),))
+    routes = builder.add_events("10.0.0.1", [ev.announce(peer, ["10.0.0.0/8"], attrs),
+                                             ev.withdraw(peer, ["11.0.0.0/8"])], 1700000000.5)
+    assert routes == 2
+    batch = builder.take()
+    (seg,) = batch.parts
+    announce, withdraw = (fields(line) for line in seg.lines)
+    assert len(announce) == len(withdraw) == 29
+    assert announce[:8] == ["0", "1700000000.500000", "0", NULL, "10.0.0.0/8", "0", NULL, "f"]
+    assert announce[9:16] == ["192.0.2.1", "igp", "{65001,65100}", "65100", "5", NULL,
+                              "{65001:1}"]
+    assert withdraw[7] == "t" and set(withdraw[8:22]) == {NULL}
+    assert batch.route_count == 2 and batch.days == frozenset({1700000000 // 86400})
+    assert seg.scopes == {("10.0.0.1", "192.0.2.1", "0", "adj_in_pre", "ipv4_unicast", 65001): 0}
+
+
+def test_generations_and_barriers(bmp_events):
+    ev = bmp_events
+    builder = BatchBuilder(max_gen=3)
+    peer = ev.peer()
+    p = ["10.0.0.0/8"]
+    builder.add_events("r", [ev.announce(peer, p), ev.withdraw(peer, p), ev.announce(peer, p),
+                             ev.peer_up(peer),
+                             ev.announce(peer, p),  # 4th occurrence: a new segment
+                             ev.peer_down(peer),
+                             ev.announce(peer, p)])
+    batch = builder.take()
+    kinds = [type(part).__name__ if isinstance(part, Segment) else part.kind
+             for part in batch.parts]
+    assert kinds == ["Segment", "Segment", "peer_up", "peer_down", "Segment"]
+    gens = [[int(line.split("\t", 1)[0]) for line in part.lines]
+            for part in batch.parts if isinstance(part, Segment)]
+    assert gens == [[0, 1, 2], [0], [0]]
+    assert [part.max_gen for part in batch.parts if isinstance(part, Segment)] == [2, 0, 0]
+    assert all(isinstance(part, (Segment, Op)) for part in batch.parts)
+
+
+def test_end_of_rib_is_an_operation(bmp_events):
+    ev = bmp_events
+    builder = BatchBuilder()
+    builder.add_events("r", [ev.announce(ev.peer(post_policy=True), ["10.0.0.0/8"]),
+                             ev.end_of_rib(ev.peer(post_policy=True), "ipv6_unicast")])
+    seg, eor = builder.take().parts
+    assert eor.kind == "end_of_rib"
+    assert eor.data == {"peer_ip": "192.0.2.1", "peer_rd": "0", "rib": "adj_in_post",
+                        "afi_safi": "ipv6_unicast"}
+
+
+def test_rebuilding_from_items_gives_the_same_lines(bmp_events):
+    ev = bmp_events
+    builder = BatchBuilder()
+    builder.add_connect("r", 5.0)
+    builder.add_events("r", [ev.announce(ev.peer(), ["10.0.0.0/8"])], 10.0)
+    builder.add_disconnect("r", 20.0)
+    batch = builder.take()
+    again = BatchBuilder()
+    for item in batch.items:
+        again.add_item(item)
+    copy = again.take()
+    assert [getattr(p, "lines", p) for p in copy.parts] == \
+        [getattr(p, "lines", p) for p in batch.parts]

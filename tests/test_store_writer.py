@@ -1,0 +1,248 @@
+"""The gevent writer: batching, cooperation with the hub, faults, outages."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+import psycopg2
+import pytest
+
+from pybmpmon.store.pool import ConnectionPool
+from pybmpmon.store.writer import Writer
+
+ROUTER = "10.0.0.1"
+
+
+def prefixes(count, start=0):
+    return [f"{10 + (i >> 16) % 100}.{(i >> 8) & 255}.{i & 255}.0/24"
+            for i in range(start, start + count)]
+
+
+def scalar(dsn, query, *params):
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchone()[0]
+
+
+@pytest.fixture
+def make_writer():
+    made = []
+
+    def make(dsn, **kwargs):
+        kwargs.setdefault("batch_timeout", 0.2)
+        writer = Writer(dsn, **kwargs)
+        writer.start()
+        made.append(writer)
+        return writer
+
+    yield make
+    for writer in made:
+        writer.stop(timeout=30)
+
+
+def test_submit_flush_stop(db_dsn, make_writer, bmp_events):
+    ev = bmp_events
+    writer = make_writer(db_dsn, batch_size=10)
+    writer.router_connected(ROUTER)
+    peer = ev.peer()
+    for i in range(7):
+        writer.submit(ROUTER, [ev.peer_up(peer)] if i == 0 else [],)
+        writer.submit(ROUTER, [ev.announce(peer, prefixes(5, i * 5))])
+    assert writer.flush(timeout=30)
+    assert scalar(db_dsn, "SELECT count(*) FROM current_routes") == 35
+    assert scalar(db_dsn, "SELECT connected FROM routers") is True
+    assert writer.stats["routes"] == 35 and writer.stats["batches"] >= 3
+    writer.router_disconnected(ROUTER)
+    assert writer.stop(timeout=30)
+    assert scalar(db_dsn, "SELECT count(*) FROM current_routes WHERE stale") == 35
+    assert scalar(db_dsn, "SELECT connected FROM routers") is False
+
+
+def test_batch_timeout_commits_without_flush(db_dsn, make_writer, bmp_events):
+    ev = bmp_events
+    writer = make_writer(db_dsn, batch_size=100000, batch_timeout=0.2)
+    writer.submit(ROUTER, [ev.announce(ev.peer(), ["10.0.0.0/8"])])
+    deadline = time.monotonic() + 10
+    while scalar(db_dsn, "SELECT count(*) FROM route_state") == 0:
+        assert time.monotonic() < deadline
+        gevent.sleep(0.05)
+
+
+def test_routers_left_connected_are_reset_at_start(db_dsn, make_writer, bmp_events):
+    ev = bmp_events
+    first = make_writer(db_dsn)
+    first.router_connected(ROUTER)
+    first.submit(ROUTER, [ev.announce(ev.peer(), ["10.0.0.0/8"])])
+    assert first.flush(timeout=30)
+    # The process dies here without disconnecting the router; a new one starts.
+    second = make_writer(db_dsn)
+    assert second.flush(timeout=30)
+    assert scalar(db_dsn, "SELECT connected FROM routers") is False
+    assert scalar(db_dsn, "SELECT stale FROM route_state") is True
+
+
+def test_hub_keeps_ticking_during_a_large_copy(db_dsn, make_writer, bmp_events):
+    """The COPY and merges run on a native thread: greenlets keep being served."""
+    ev = bmp_events
+    peer = ev.peer()
+    events = [ev.announce(peer, prefixes(500, i * 500)) for i in range(300)]  # 150k routes
+    writer = make_writer(db_dsn, batch_size=200000, batch_timeout=60)
+    for chunk in range(0, len(events), 10):
+        writer.submit(ROUTER, events[chunk:chunk + 10])
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+
+    # Let the batcher turn the submissions into lines first: what is measured
+    # below is the database's part.
+    gevent.sleep(0)
+    while writer.pending:
+        gevent.sleep(0.05)
+    ticking = gevent.spawn(ticker)
+    started = time.monotonic()
+    assert writer.flush(timeout=300)
+    took = time.monotonic() - started
+    ticking.kill()
+    assert scalar(db_dsn, "SELECT count(*) FROM route_state") == 150000
+    assert took > 1.0, "the COPY was too quick to show anything"
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(ticks) > took / 0.01 * 0.3, (len(ticks), took)
+    assert max(gaps) < 0.5, max(gaps)
+
+
+def test_rejected_content_is_isolated(db_dsn, make_writer, bmp_events, caplog):
+    ev = bmp_events
+    peer = ev.peer()
+    bad = ev.announce(peer, [], nlri=(ev.bgp.Nlri("999.1.2.0/24"),))
+    writer = make_writer(db_dsn, batch_size=100000)
+    with caplog.at_level(logging.ERROR, logger="pybmpmon.store.writer"):
+        writer.submit(ROUTER, [ev.announce(peer, ["10.0.0.0/8"])])
+        writer.submit(ROUTER, [ev.announce(peer, ["11.0.0.0/8"]), bad,
+                               ev.announce(peer, ["12.0.0.0/8"])])
+        writer.submit(ROUTER, [ev.withdraw(peer, ["10.0.0.0/8"])])
+        assert writer.flush(timeout=60)
+    got = {r for (r,) in _rows(db_dsn, "SELECT nlri FROM current_routes")}
+    assert got == {"11.0.0.0/8", "12.0.0.0/8"}
+    assert writer.stats["dropped_routes"] == 1
+    errors = [r for r in caplog.records if r.getMessage() == "route_processing_error"]
+    assert errors and errors[-1].route_count == 1
+    # The connection that saw the error was cleaned: the writer goes on.
+    writer.submit(ROUTER, [ev.announce(peer, ["13.0.0.0/8"])])
+    assert writer.flush(timeout=30)
+    assert scalar(db_dsn, "SELECT count(*) FROM current_routes") == 3
+
+
+def _rows(dsn, query):
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        return cur.fetchall()
+
+
+def test_pool_never_reuses_a_dirty_connection(db_dsn):
+    pool = ConnectionPool(db_dsn, size=2)
+    conn = pool.get()
+    with conn.cursor() as cur:
+        with pytest.raises(psycopg2.Error):
+            cur.execute("SELECT no_such_column FROM routers")
+    pool.put(conn)  # in a failed transaction: rolled back before it is kept
+    again = pool.get()
+    assert again is conn
+    assert again.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    with again.cursor() as cur:
+        cur.execute("SELECT 1")
+    again.close()  # e.g. the server went away
+    pool.put(again)
+    fresh = pool.get()
+    assert fresh is not again and not fresh.closed
+    with pytest.raises(ZeroDivisionError):
+        with pool.connection() as c:
+            c.cursor().execute("SELECT 1")
+            raise ZeroDivisionError  # not a database error: the connection is dropped
+    assert pool.discarded >= 2
+    pool.close()
+
+
+def test_outage_loses_nothing(make_local_pg, make_writer, bmp_events, caplog):
+    """PostgreSQL stopped for seconds while routes flow: all accepted routes arrive."""
+    from pybmpmon.store.migrate import migrate
+
+    ev = bmp_events
+    server = make_local_pg()
+    dsn = server.dsn()
+    migrate(dsn)
+    writer = make_writer(dsn, batch_size=200, batch_timeout=0.1, max_pending=4,
+                         retry_initial=0.1, retry_max=0.5)
+    peer = ev.peer()
+    accepted = []
+    blocked = []
+
+    def produce():
+        for i in range(120):
+            before = time.monotonic()
+            writer.submit(ROUTER, [ev.announce(peer, prefixes(50, i * 50))])
+            blocked.append(time.monotonic() - before)
+            accepted.append(i)
+            gevent.sleep(0.02)
+
+    threadpool = gevent.get_hub().threadpool
+    with caplog.at_level(logging.INFO, logger="pybmpmon.store.writer"):
+        producer = gevent.spawn(produce)
+        while len(accepted) < 30:
+            gevent.sleep(0.02)
+        threadpool.apply(server.stop, kwds={"mode": "fast"})
+        stopped_at = len(accepted)
+        gevent.sleep(4)
+        during = len(accepted) - stopped_at
+        threadpool.apply(server.start)
+        producer.join(timeout=120)
+        assert producer.successful()
+        assert writer.flush(timeout=120)
+    assert len(accepted) == 120
+    # Backpressure: with the database gone the queue filled and submit blocked.
+    assert during < 20, during
+    assert max(blocked) > 2.0
+    assert scalar(dsn, "SELECT count(*) FROM route_updates") == 120 * 50
+    assert scalar(dsn, "SELECT count(*) FROM current_routes") == 120 * 50
+    assert scalar(dsn, "SELECT max(learn_count) FROM route_state") == 1  # nothing twice
+    messages = [r.getMessage() for r in caplog.records]
+    assert "database_unavailable" in messages and "database_recovered" in messages
+    error = next(r for r in caplog.records if r.getMessage() == "route_processing_error")
+    assert error.levelno == logging.ERROR and error.route_count > 0
+    recovered = next(r for r in caplog.records if r.getMessage() == "database_recovered")
+    assert recovered.downtime_s > 2
+
+
+def test_a_submission_that_cannot_be_built_is_dropped_alone(db_dsn, make_writer, bmp_events,
+                                                            caplog):
+    ev = bmp_events
+    peer = ev.peer()
+    broken = ev.bmp.RouteMonitoring(peer, ev.bgp.Update(None, (ev.bgp.RouteSet(
+        1, 1, "ipv4_unicast", None, (ev.bgp.Nlri("10.9.0.0/16"),)),), ()))
+    writer = make_writer(db_dsn, batch_size=100000)
+    with caplog.at_level(logging.ERROR, logger="pybmpmon.store.writer"):
+        writer.submit(ROUTER, [ev.announce(peer, ["10.0.0.0/8"])])
+        writer.submit(ROUTER, [ev.announce(peer, ["11.0.0.0/8"]), broken])
+        writer.submit(ROUTER, [ev.announce(peer, ["12.0.0.0/8"])])
+        assert writer.flush(timeout=30)
+    got = {r for (r,) in _rows(db_dsn, "SELECT nlri FROM current_routes")}
+    assert got == {"10.0.0.0/8", "12.0.0.0/8"}
+    errors = [r for r in caplog.records if r.getMessage() == "route_processing_error"]
+    assert len(errors) == 1 and errors[0].route_count == 2
+
+
+def test_maintenance_runs_while_idle(db_dsn, make_writer):
+    writer = Writer(db_dsn, maintenance_interval=0.2)
+    calls = []
+    maintain = writer.store.maintain
+    writer.store.maintain = lambda: calls.append(time.monotonic()) or maintain()
+    writer.start()
+    try:
+        gevent.sleep(1.0)  # nothing submitted
+        assert len(calls) >= 3
+    finally:
+        assert writer.stop(timeout=30)
