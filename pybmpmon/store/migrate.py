@@ -99,10 +99,10 @@ def migrate_connection(conn) -> int:
             except Exception:
                 conn.rollback()
                 log.error("schema_migration_failed",
-                          extra={"version": migration.version, "migration": migration.name})
+                          extra={"schema_version": migration.version, "migration": migration.name})
                 raise
             version = migration.version
-            log.info("schema_migrated", extra={"version": version, "migration": migration.name})
+            log.info("schema_migrated", extra={"schema_version": version, "migration": migration.name})
         return version
     finally:
         if not conn.closed:
