@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml setup.py pybmpmon/_fastpath.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -45,4 +45,5 @@ run: install
 # Leaves var/ (database data) alone except the cached benchmark streams.
 clean:
 	rm -rf $(VENV) build dist pybmpmon.egg-info .pytest_cache .ruff_cache var/bench
+	rm -f pybmpmon/*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

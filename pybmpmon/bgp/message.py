@@ -7,17 +7,25 @@ boundaries, then takes the decoded :class:`Attributes` from the context's cache
 when the same attribute bytes were seen before (routers group prefixes by
 attributes, and the pre-policy, post-policy and Loc-RIB copies of a route share
 them), and only decodes on a miss.
+
+When the optional C extension ``pybmpmon._fastpath`` is built, it decodes the
+common well-formed UPDATE first; :func:`decode_update_python` remains the
+reference and handles everything the extension declines.
 """
 
 from __future__ import annotations
 
+import os
 from struct import unpack_from
 
 from pybmpmon.bgp.attributes import build_attributes
 from pybmpmon.bgp.model import (
     EMPTY_ATTRIBUTES,
+    FAMILY_NAMES,
+    Attributes,
     BgpContext,
     Keepalive,
+    Nlri,
     Notification,
     RouteRefresh,
     RouteSet,
@@ -27,6 +35,7 @@ from pybmpmon.bgp.model import (
 from pybmpmon.bgp.nlri import decode_ipv4, decode_mp_reach, decode_mp_unreach
 from pybmpmon.bgp.open import decode_open
 from pybmpmon.errors import BgpError
+from pybmpmon.iana import AsPathSegmentType, Origin
 
 MARKER = b"\xff" * 16
 HEADER_SIZE = 19
@@ -90,8 +99,66 @@ def decode_notification(data: bytes, start: int, end: int) -> Notification:
     return Notification(data[start], data[start + 1], bytes(data[start + 2 : end]))
 
 
+_FASTPATH_API = 1  # the API_VERSION of pybmpmon/_fastpath.c this module calls
+
+
+def bind_fastpath(module):
+    """*module*'s decode_update, configured with this package's model types and
+    constants, or None when it is a build for other arguments or other types."""
+    if getattr(module, "API_VERSION", None) != _FASTPATH_API:
+        return None
+    try:
+        module.configure(
+            Update, RouteSet, Nlri, Attributes, EMPTY_ATTRIBUTES,
+            (Origin.IGP, Origin.EGP, Origin.INCOMPLETE),
+            (AsPathSegmentType.AS_SET, AsPathSegmentType.AS_SEQUENCE,
+             AsPathSegmentType.AS_CONFED_SEQUENCE, AsPathSegmentType.AS_CONFED_SET),
+            FAMILY_NAMES[(1, 1)], FAMILY_NAMES[(2, 1)],
+        )  # fmt: skip
+    except (TypeError, ValueError):
+        return None  # a stale build against another model: stay correct, not fast
+    return module.decode_update
+
+
+def _load_fastpath():
+    """The C accelerator's decode_update, or None.
+
+    ``pybmpmon._fastpath`` is optional (see setup.py): without it, or with
+    PYBMPMON_PURE_PYTHON=1 in the environment (for tests and debugging), every
+    UPDATE takes the Python decoder below, which stays the reference.
+    """
+    if os.environ.get("PYBMPMON_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from pybmpmon import _fastpath
+    except ImportError:
+        return None
+    return bind_fastpath(_fastpath)
+
+
+_fast_decode_update = _load_fastpath()
+FASTPATH = _fast_decode_update is not None  # whether decode_update uses the accelerator
+
+
 def decode_update(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
-    """Decode an UPDATE body (the octets after the 19-octet header)."""
+    """Decode an UPDATE body (the octets after the 19-octet header).
+
+    Strategy: the C accelerator, when built, decodes the common well-formed
+    UPDATE and returns None for anything else; :func:`decode_update_python`
+    then gives the exact result or the precise error.  Both read and fill
+    ``ctx.cache`` the same way.
+    """
+    if _fast_decode_update is not None:
+        update = _fast_decode_update(
+            data, start, end, ctx.cache, ctx.four_octet_as, ctx.add_path, ctx.cache_limit
+        )
+        if update is not None:
+            return update
+    return decode_update_python(data, start, end, ctx)
+
+
+def decode_update_python(data: bytes, start: int, end: int, ctx: BgpContext) -> Update:
+    """Decode an UPDATE body in Python: the reference for ``pybmpmon._fastpath``."""
     if end > len(data):
         raise BgpError(
             "UPDATE runs past the buffer", start, _UPDATE_ERROR, _MALFORMED_ATTRIBUTE_LIST

@@ -261,11 +261,14 @@ class BgpContext:
     in the direction being decoded.  ``cache`` maps raw attribute blocks to
     decoded :class:`Attributes`; it belongs to this context because the same
     bytes decode differently with 2-octet AS numbers.  It is bounded by
-    ``cache_limit`` entries (cleared when full: cheap, and a full table shares
-    attributes in runs).
+    ``cache_limit`` entries, cleared when full.  Strategy: small, because
+    sharing is local (the pre/post-policy and Loc-RIB copies of an UPDATE come
+    close together) and clearing a large cache frees tens of thousands of
+    cold objects at once; measured on a full table, 2,000 entries decode
+    faster than 20,000.
     """
 
     four_octet_as: bool = True
     add_path: frozenset = frozenset()
     cache: dict = field(default_factory=dict)
-    cache_limit: int = 20000
+    cache_limit: int = 2000
