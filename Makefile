@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test lint bench-parse bench-store run clean
+.PHONY: install test lint bench bench-parse bench-store run clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: install
 # generated once and cached under var/bench/).
 bench-parse: install
 	$(BIN)/python bench/bench_parse.py $(BENCH_ARGS)
+
+# End to end (SPEC §13): a synthetic full table over TCP into a running
+# `pybmpmon serve` and a private durable PostgreSQL, then 20 routers at once.
+bench: install
+	$(BIN)/python bench/bench_e2e.py $(BENCH_ARGS)
 
 # Writer throughput (history + current state) on the same synthetic table,
 # next to the raw COPY rate of the same rows into the same private database.

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MSGS",
         help="BMP messages per second (default: as fast as the station reads)",
     )
+    replay.add_argument(
+        "--source",
+        default=None,
+        metavar="ADDR",
+        help="local address to connect from, to pose as a given router "
+        "(e.g. 127.0.0.11; default: chosen by the system)",
+    )
     replay.set_defaults(handler=_cmd_replay)
     return parser
 
@@ -169,7 +176,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         with stream:
-            messages, sent = replay(stream, args.target, args.rate)
+            messages, sent = replay(stream, args.target, args.rate, source=args.source)
     except ReplayError as error:
         print(f"pybmpmon replay: {error}", file=sys.stderr)
         return EXIT_ERRORS

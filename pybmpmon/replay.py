@@ -36,17 +36,23 @@ def replay(
     target: str,
     rate: Optional[float] = None,
     max_message_size: int = 16 * 1024 * 1024,
+    source: Optional[str] = None,
 ) -> tuple:
     """Send *stream* to *target*; return (messages, bytes) sent.
 
-    With *rate*, at most that many messages per second.  A stream that is not
-    BMP raises :class:`ReplayError` (after sending the messages before it).
+    With *rate*, at most that many messages per second.  With *source*, the
+    connection leaves from that local address: a station tells routers apart
+    by their address, so one machine can pose as several routers
+    (127.0.0.11, 127.0.0.12, ... on loopback).  A stream that is not BMP
+    raises :class:`ReplayError` (after sending the messages before it).
     """
     host, port = parse_target(target)
+    source_address = None if source is None else (source, 0)
     try:
-        sock = socket.create_connection((host, port), timeout=30)
+        sock = socket.create_connection((host, port), timeout=30, source_address=source_address)
     except OSError as error:
-        raise ReplayError(f"cannot connect to {host}:{port}: {error}") from None
+        via = "" if source is None else f" from {source}"
+        raise ReplayError(f"cannot connect to {host}:{port}{via}: {error}") from None
     framer = Framer(max_message_size)
     messages = sent = 0
     started = time.monotonic()

@@ -194,6 +194,11 @@ def init_sentry(settings: Settings) -> bool:
             before_send_transaction=scrub,
             transport=CollectorTransport,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
+            # Local variables of a router greenlet's frames are lists of decoded
+            # events: their repr() and scrubbing cost seconds per burst of
+            # parse errors, and they would carry router data into Sentry.
+            include_local_variables=False,
+            max_breadcrumbs=30,
             # The list of every installed package, attached to each event, is most
             # of the CPU an event costs the router greenlet that reports it.
             disabled_integrations=[ModulesIntegration],

@@ -26,7 +26,7 @@ from gevent.event import Event
 from pybmpmon import __version__
 from pybmpmon.config import Settings
 from pybmpmon.logsetup import setup_logging
-from pybmpmon.sentry import init_sentry, shutdown_sentry
+from pybmpmon.sentry import capture_route_processing_error, init_sentry, shutdown_sentry
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def serve(settings: Settings) -> int:
         max_pending=settings.queue_size,
         pool_size=settings.db_pool_size,
         retention=settings.route_retention,
+        on_error=lambda error, routes: capture_route_processing_error(None, error, routes),
     )
     writer.start()
     collector = Collector(settings, writer)

@@ -102,3 +102,55 @@ def test_unreachable_target():
     with open(CORPUS / "gobgp-both-small-1.bmp", "rb") as stream:
         with pytest.raises(ReplayError, match="cannot connect"):
             replay(stream, f"127.0.0.1:{closed}")
+
+
+class Peers:
+    """A loopback listener that records the source address of each connection."""
+
+    def __init__(self, connections: int):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received = []  # (source address, bytes)
+        self.thread = threading.Thread(target=self._run, args=(connections,), daemon=True)
+        self.thread.start()
+
+    def _run(self, connections):
+        for _ in range(connections):
+            conn, address = self.server.accept()
+            data = bytearray()
+            with conn:
+                while chunk := conn.recv(65536):
+                    data += chunk
+            self.received.append((address[0], bytes(data)))
+        self.server.close()
+
+    def wait(self):
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        return self.received
+
+
+def test_source_address_poses_as_a_router():
+    capture = (CORPUS / "gobgp-both-small-1.bmp").read_bytes()
+    peers = Peers(2)
+    with open(CORPUS / "gobgp-both-small-1.bmp", "rb") as stream:
+        replay(stream, f"127.0.0.1:{peers.port}", source="127.0.0.77")
+    run = [sys.executable, "-m", "pybmpmon", "replay", "--source", "127.0.0.78"]
+    done = subprocess.run(run + [str(CORPUS / "gobgp-both-small-1.bmp"),
+                                 f"127.0.0.1:{peers.port}"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert peers.wait() == [("127.0.0.77", capture), ("127.0.0.78", capture)]
+
+
+def test_source_address_that_is_not_local():
+    peers = socket.create_server(("127.0.0.1", 0))
+    port = peers.getsockname()[1]
+    try:
+        run = [sys.executable, "-m", "pybmpmon", "replay", "--source", "192.0.2.1"]
+        done = subprocess.run(run + [str(CORPUS / "gobgp-both-small-1.bmp"), f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        peers.close()
+    assert done.returncode == 1
+    assert "cannot connect" in done.stderr and "from 192.0.2.1" in done.stderr

@@ -33,7 +33,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from typing import Optional
+from typing import Callable, Optional
 
 import gevent
 import gevent.event
@@ -47,6 +47,7 @@ from pybmpmon.store.rows import Batch, BatchBuilder
 log = logging.getLogger(__name__)
 
 _FLUSH = "flush"
+_IN_FLIGHT_POLL = 0.2  # seconds between looks at the batch in the database
 _STOP = "stop"
 
 
@@ -61,8 +62,12 @@ class Writer:
                  max_pending: int = 64, pool_size: int = 2,
                  retention: Optional[dt.timedelta] = None, retry_initial: float = 0.5,
                  retry_max: float = 10.0, maintenance_interval: float = 3600.0,
-                 max_gen: int = 8, reset_connected: bool = True):
+                 max_gen: int = 8, reset_connected: bool = True,
+                 on_error: Optional[Callable[[BaseException, int], object]] = None):
         self.dsn = dsn
+        # Told of each outage once, with the error and the routes it holds up
+        # (the service reports it to Sentry as route_processing_error).
+        self.on_error = on_error
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
         self.retry_initial = retry_initial
@@ -156,16 +161,27 @@ class Writer:
             self._startup()
             deadline = None
             while True:
-                # Wake up for the batch deadline, or for maintenance when idle
-                # (partitions ahead, retention).
+                # Wake up for the batch deadline, for maintenance when idle
+                # (partitions ahead, retention), and often while a batch is
+                # in the database, so a failure there is noticed and retried
+                # even when the routers have gone quiet.
+                now = time.monotonic()
                 wake = self._next_maintenance if deadline is None else deadline
+                if self._in_flight is not None:
+                    wake = min(wake, now + _IN_FLIGHT_POLL)
                 try:
-                    item = self._queue.get(timeout=max(0.0, wake - time.monotonic()))
+                    item = self._queue.get(timeout=max(0.0, wake - now))
                 except gevent.queue.Empty:
                     item = None
-                if item is None:  # the batch timed out, or maintenance is due
-                    self._dispatch()
-                    deadline = None
+                if self._in_flight is not None and self._in_flight[0].ready():
+                    self._wait_in_flight()
+                if item is None:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        self._dispatch()
+                        deadline = None
+                    elif deadline is None and now >= self._next_maintenance:
+                        self._dispatch()
                     continue
                 kind = item[0]
                 if kind == _FLUSH or kind == _STOP:
@@ -179,7 +195,8 @@ class Writer:
                 self._add(item)
                 if deadline is None:
                     deadline = time.monotonic() + self.batch_timeout
-                if self._builder.route_count >= self.batch_size:
+                # The deadline holds even while submissions keep coming.
+                if self._builder.route_count >= self.batch_size or time.monotonic() >= deadline:
                     self._dispatch()
                     deadline = None
                 # Building lines is CPU work in the hub's thread: let the
@@ -210,6 +227,8 @@ class Writer:
             log.error("route_processing_error", exc_info=True,
                       extra={"route_count": _count_routes(events), "error": str(exc),
                              "router_ip": router_ip})
+            if self.on_error is not None:
+                self.on_error(exc, _count_routes(events))
 
     def _startup(self) -> None:
         """Routers a previous run left connected are disconnected now; partitions made."""
@@ -290,6 +309,8 @@ class Writer:
             log.error("route_processing_error",
                       extra={"error": str(exc).strip(), "route_count": routes,
                              "error_type": type(exc).__name__})
+            if self.on_error is not None:
+                self.on_error(exc, routes)
         self._outage_attempts += 1
         delay = min(self.retry_max, self.retry_initial * 2 ** (self._outage_attempts - 1))
         log.debug("database_retry", extra={"attempt": self._outage_attempts, "delay_s": delay,
