@@ -108,33 +108,35 @@ class RouterSession:
 
     def feed(self, data: bytes) -> list:
         """Decode every message completed by *data*; return the events in order."""
-        events = []
+        events: list = []
+        append = events.append
         on_message = self.on_message
+        context_for = self._context_for
+        peer_cache = self._peer_cache
+        offset = self.offset
+        # Strategy: the per-message work is inlined here (no call and no list
+        # per message); Route Monitoring is nearly every message of a stream.
         for raw in self._framer.feed(data):
             if on_message is not None:
                 on_message(raw)
-            events.extend(self.decode(raw))
+            start = offset
+            offset += len(raw)
+            try:
+                message = decode_bmp(raw, context_for, peer_cache)
+            except ContentError as error:
+                append(DecodeFailure(error, raw, start, self._peer_of(raw)))
+                continue
+            append(message)
+            if type(message) is RouteMonitoring:
+                update = message.update
+                for route_set in update.announced + update.withdrawn:
+                    if route_set.raw is not None:
+                        self._note_unknown_family(message, route_set, events)
+                        break
+            else:
+                self._remember(message)
+        self.offset = offset
         return events
-
-    def decode(self, raw: bytes) -> list:
-        """Decode one whole BMP message (already framed) into events."""
-        offset = self.offset
-        self.offset = offset + len(raw)
-        try:
-            message = decode_bmp(raw, self._context_for, self._peer_cache)
-        except ContentError as error:
-            return [DecodeFailure(error, raw, offset, self._peer_of(raw))]
-        if type(message) is RouteMonitoring:
-            update = message.update
-            for route_set in update.announced:
-                if route_set.raw is not None:
-                    return self._note_unknown_family(message, route_set)
-            for route_set in update.withdrawn:
-                if route_set.raw is not None:
-                    return self._note_unknown_family(message, route_set)
-            return [message]
-        self._remember(message)
-        return [message]
 
     def _context_for(self, peer: PeerHeader) -> BgpContext:
         """The decoding context of a route monitoring message's peer and view."""
@@ -174,13 +176,11 @@ class RouterSession:
         for key in [k for k in self._contexts if k[:3] == peer.key]:
             del self._contexts[key]
 
-    def _note_unknown_family(self, message: RouteMonitoring, route_set) -> list:
-        events = [message]
+    def _note_unknown_family(self, message: RouteMonitoring, route_set, events: list) -> None:
         key = (message.peer.key, route_set.afi, route_set.safi)
         if key not in self._unknown_families:
             self._unknown_families.add(key)
             events.append(UnknownFamily(route_set.afi, route_set.safi, message.peer))
-        return events
 
     def _peer_of(self, raw: bytes) -> Optional[PeerHeader]:
         """The per-peer header of a message that failed to decode, if readable."""
