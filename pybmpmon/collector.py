@@ -163,6 +163,11 @@ class Collector:
                 return
             if events:
                 self._dispatch(conn, events)
+            # A gevent socket with data waiting returns from recv() without
+            # switching, and a put into a queue with room does not switch
+            # either: without this, one busy router could be read for as long
+            # as the queue has space while the others wait.
+            gevent.sleep(0)
             if session.error is not None:
                 self._framing_error(conn, session.error, data)
                 return
