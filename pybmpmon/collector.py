@@ -60,6 +60,8 @@ class RouterConnection:
         self.reported_routes = 0
         self.reported_messages = 0
         self.reported_at = self.connected_at
+        self.connected_wall = time.time()
+        self.announced = False  # whether the store was told of the connection
 
     @property
     def name(self) -> str:
@@ -141,7 +143,9 @@ class Collector:
         if log.isEnabledFor(logging.DEBUG):
             conn.session.on_message = lambda raw: _hex_dump(conn, raw)
         log.info("router_connected", extra={"router": conn.router_ip, "port": conn.port})
-        self.store.router_connected(conn.router_ip, time.time())
+        # The store hears of the connection with the first events (see
+        # _hand_over): its queue may be full, and a new router must still be
+        # read, decoded and logged while other routers' batches are written.
 
     def _read(self, conn: RouterConnection, sock) -> None:
         session = conn.session
@@ -183,6 +187,7 @@ class Collector:
         if self._live[conn.router_ip] <= 0:
             del self._live[conn.router_ip]
             # Another connection of the same router keeps its routes fresh.
+            self._announce(conn)
             self.store.router_disconnected(conn.router_ip, time.time())
         log.info(
             "router_disconnected",
@@ -199,7 +204,6 @@ class Collector:
     def _dispatch(self, conn: RouterConnection, events: list) -> None:
         """Count, log and report the events of one read, then hand them to the store."""
         now = time.time()
-        router_ip = conn.router_ip
         families = conn.families
         conn.messages += len(events)
         for event in events:
@@ -216,7 +220,17 @@ class Collector:
             else:
                 self._notable(conn, event)
         conn.routes = sum(families.values())
-        self.store.submit(router_ip, events, now)
+        self._hand_over(conn, events, now)
+
+    def _announce(self, conn: RouterConnection) -> None:
+        if not conn.announced:
+            conn.announced = True
+            self.store.router_connected(conn.router_ip, conn.connected_wall)
+
+    def _hand_over(self, conn: RouterConnection, events: list, now: float) -> None:
+        """Give *events* to the store (blocks while its queue is full: backpressure)."""
+        self._announce(conn)
+        self.store.submit(conn.router_ip, events, now)
 
     def _notable(self, conn: RouterConnection, event) -> None:
         kind = type(event)
@@ -316,7 +330,7 @@ class Collector:
         # Kept for support like any undecodable message: the bytes of the read
         # in which the stream broke.
         failure = DecodeFailure(error, data[:PARSE_ERROR_BYTES], error.offset, None)
-        self.store.submit(conn.router_ip, [failure], time.time())
+        self._hand_over(conn, [failure], time.time())
 
     # --- periodic statistics -----------------------------------------------------------
 

@@ -102,7 +102,8 @@ def migrate_connection(conn) -> int:
                           extra={"schema_version": migration.version, "migration": migration.name})
                 raise
             version = migration.version
-            log.info("schema_migrated", extra={"schema_version": version, "migration": migration.name})
+            log.info("schema_migrated",
+                     extra={"schema_version": version, "migration": migration.name})
         return version
     finally:
         if not conn.closed:
