@@ -128,7 +128,7 @@ def test_hub_keeps_serving_while_a_large_copy_runs(copy_in_flight):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # a loaded machine must not turn a known gap into a CI failure
     reason="known gap (issue 4): the writer applies batches strictly in arrival order, so "
     "another router's Peer Up waits behind the batch in flight and the submissions queued "
     "before it; it needs a lane for routers with nothing in flight",
