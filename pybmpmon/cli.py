@@ -17,13 +17,12 @@ from collections import Counter
 from typing import BinaryIO, Callable, Optional, TextIO
 
 from pybmpmon import __version__
-from pybmpmon.bmp.framer import Framer
+from pybmpmon.bmp.framer import DEFAULT_MAX_MESSAGE_SIZE, Framer
 from pybmpmon.bmp.model import RouteMonitoring
 from pybmpmon.errors import DecodeError, FramingError
 from pybmpmon.render import BMP_TYPE_NAMES, message_type, render_error, render_message
 from pybmpmon.session import DecodeFailure, RouterSession
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 _COMMON_HEADER = 6
 # Bytes shown after a broken common header: enough to recognise what the
 # stream really is (text, TLS, another protocol) without dumping a file.

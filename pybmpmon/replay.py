@@ -12,7 +12,7 @@ import socket
 import time
 from typing import BinaryIO, Optional
 
-from pybmpmon.bmp.framer import Framer
+from pybmpmon.bmp.framer import DEFAULT_MAX_MESSAGE_SIZE, Framer
 
 READ_SIZE = 256 * 1024
 
@@ -35,7 +35,7 @@ def replay(
     stream: BinaryIO,
     target: str,
     rate: Optional[float] = None,
-    max_message_size: int = 16 * 1024 * 1024,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     source: Optional[str] = None,
 ) -> tuple:
     """Send *stream* to *target*; return (messages, bytes) sent.

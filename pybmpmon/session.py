@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 
 from pybmpmon.bgp.model import BgpContext
 from pybmpmon.bmp.decode import decode_bmp, decode_peer_header
-from pybmpmon.bmp.framer import Framer
+from pybmpmon.bmp.framer import DEFAULT_MAX_MESSAGE_SIZE, Framer
 from pybmpmon.bmp.model import (
     Initiation,
     PeerDown,
@@ -34,8 +34,6 @@ from pybmpmon.bmp.model import (
     Termination,
 )
 from pybmpmon.errors import ContentError, DecodeError
-
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 # Message types that carry a per-peer header (RFC 7854 §4.2): all but
 # Initiation (4) and Termination (5).
