@@ -68,7 +68,12 @@ def decode_stream(v4: int, v6: int) -> tuple:
 
 
 def history_lines(chunks, batch_size: int) -> list:
-    """The history rows of the table as COPY text for route_updates' columns, in batches."""
+    """The history rows of the table as COPY text of route_updates' wide columns, in batches.
+
+    Wide: the attribute set is written out in every row (what a collector
+    without route_attrs would store), so the raw COPY rate is that of the
+    rows users read from route_updates.
+    """
     import datetime as dt
 
     from pybmpmon.store.rows import NULL, BatchBuilder
@@ -77,16 +82,20 @@ def history_lines(chunks, batch_size: int) -> list:
     batches = []
     current = []
     time_text = {}
+    attr_sets = {NULL: "\t".join([NULL] * 13)}
     for events in chunks:
         builder.add_events("192.0.2.254", events, 1_700_000_000.0)
         batch = builder.take()
+        builder.confirm(batch)
         for part in batch.parts:
+            for line in getattr(part, "attrs", ()):
+                digest, fields = line[:-1].split("\t", 1)
+                attr_sets[digest] = fields
             refs = {str(ref): scope for scope, ref in getattr(part, "scopes", {}).items()}
             for line in getattr(part, "lines", ()):
                 f = line[:-1].split("\t")
                 # stage: gen, time, sref, nlri, prefix, path_id, rd, withdrawn, attr_hash,
-                # attributes..., labels, evpn...; sref stands for (router, peer, rd, rib,
-                # family, asn).
+                # labels, evpn...; sref stands for (router, peer, rd, rib, family, asn).
                 stamp = f[1]
                 text = time_text.get(stamp)
                 if text is None:
@@ -94,7 +103,8 @@ def history_lines(chunks, batch_size: int) -> list:
                     time_text[stamp] = text
                 router, peer, rd, rib, family, asn = refs[f[2]]
                 nlri = f[3] if f[3] != NULL else f[4]
-                row = [text, router, peer, rd, str(asn), rib, family, nlri, *f[4:8], *f[9:]]
+                row = [text, router, peer, rd, str(asn), rib, family, nlri, *f[4:8],
+                       attr_sets[f[8]], *f[9:]]
                 current.append("\t".join(row) + "\n")
                 if len(current) >= batch_size:
                     batches.append(current)
@@ -204,8 +214,7 @@ def time_queries(dsn: str) -> list:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
-    cur.execute("ANALYZE route_state")
-    cur.execute("ANALYZE route_updates")
+    cur.execute("ANALYZE route_current, route_history, route_attrs, route_scopes")
     cur.execute("SELECT prefix FROM route_state WHERE afi_safi = 'ipv4_unicast' "
                 "AND masklen(prefix) = 24 ORDER BY nlri LIMIT 1 OFFSET 12345")
     prefix = str(cur.fetchone()[0])
@@ -303,10 +312,12 @@ def main(argv=None) -> int:
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM route_state")
             state_rows = cur.fetchone()[0]
-            cur.execute("SELECT pg_size_pretty(pg_total_relation_size('route_state')), "
+            cur.execute("SELECT pg_size_pretty(pg_total_relation_size('route_current')), "
+                        "pg_size_pretty(pg_total_relation_size('route_attrs')), "
+                        "(SELECT count(*) FROM route_attrs), "
                         "pg_size_pretty(sum(pg_total_relation_size(inhrelid))) "
-                        "FROM pg_inherits WHERE inhparent = 'route_updates'::regclass")
-            state_size, history_size = cur.fetchone()
+                        "FROM pg_inherits WHERE inhparent = 'route_history'::regclass")
+            state_size, attrs_size, attr_sets, history_size = cur.fetchone()
         queries = time_queries(dsn)
 
         log("")
@@ -315,7 +326,7 @@ def main(argv=None) -> int:
         log(f"writer                 {writer_rate:>12,.0f} routes/s (history + current state)")
         log(f"writer / raw COPY      {ratio:>12.0%}          (target >= 50%)")
         log(f"route_state            {state_rows:>12,} rows, {state_size}; "
-            f"route_updates {history_size}")
+            f"route_updates {history_size}; route_attrs {attr_sets:,} sets, {attrs_size}")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         log(f"peak RSS               {peak:>12,.0f} MB")
         for label, ms, count in queries:

@@ -659,16 +659,19 @@ def history(db: Db, router_ip: str, drop_leading_withdrawals: bool = False) -> d
     Strategy: not ordered by ``time``, which is the BMP per-peer timestamp: GoBGP
     stamps a route with the time it learned the path, so a Loc-RIB withdrawal or a
     re-sent route carries an older time than rows stored before it.  The writer
-    commits one batch per transaction in arrival order, and route_updates is
-    append-only: (transaction id, heap position) is the arrival order.
+    commits one batch per transaction in arrival order, and route_history (under
+    the route_updates view) is append-only: (transaction id, heap position) is
+    the arrival order.
 
     ``drop_leading_withdrawals``: withdrawals of a route never announced (FRR sends
     one for each route its import policy rejects) are left out.
     """
     out: dict = {}
-    rows = db.rows(f"SELECT rib, host(peer_ip), afi_safi, nlri, is_withdrawn, {_COLUMN_SQL} "
-                   "FROM route_updates WHERE router_ip = %s "
-                   "ORDER BY xmin::text::bigint, ctid", (router_ip,))
+    rows = db.rows(f"SELECT s.rib, host(s.peer_ip), s.afi_safi, h.nlri, h.is_withdrawn, "
+                   f"{_COLUMN_SQL} FROM route_history h "
+                   "JOIN route_scopes s ON s.scope_id = h.scope_id "
+                   "LEFT JOIN route_attrs a ON a.attr_hash = h.attr_hash "
+                   "WHERE s.router_ip = %s ORDER BY h.xmin::text::bigint, h.ctid", (router_ip,))
     for row in rows:
         state = "W" if row[4] else _columns(row[5:])
         seq = out.setdefault(row[:4], [])

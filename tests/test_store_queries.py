@@ -62,8 +62,8 @@ def test_prefix_and_covering_queries(db_dsn, store, bmp_events):
     got = rows(db_dsn, "SELECT prefix::text FROM routes_covering('2001:db8:1::5')")
     assert got == [("2001:db8:1::/48",), ("2001:db8::/32",)]
     # The covering query uses the prefix index, not a scan of route_state.
-    assert "route_state_prefix_idx" in plan(db_dsn, "SELECT * FROM routes_covering('10.1.2.77')")
-    assert "route_state_prefix_idx" in plan(
+    assert "route_current_prefix_idx" in plan(db_dsn, "SELECT * FROM routes_covering('10.1.2.77')")
+    assert "route_current_prefix_idx" in plan(
         db_dsn, "SELECT * FROM current_routes WHERE prefix = '10.1.2.0/24'")
 
 
@@ -92,7 +92,7 @@ def test_prefix_history_and_unstable_prefixes(db_dsn, store, bmp_events):
     assert window == []  # 11/8 changed once in that window: one update is not churn
     assert "prefix_time_idx" in plan(db_dsn, "SELECT * FROM route_updates "
                                              "WHERE prefix = '10.0.0.0/8' ORDER BY time DESC")
-    assert "route_state_churn_idx" in plan(db_dsn, "SELECT * FROM route_state WHERE "
+    assert "route_current_churn_idx" in plan(db_dsn, "SELECT * FROM route_state WHERE "
                                                    "change_count > 0 AND last_change > now()")
 
 
@@ -103,10 +103,10 @@ def test_partitions_made_ahead_and_dropped_after_retention(db_dsn, store, bmp_ev
     store.maintain(now)
     names = {r[0] for r in rows(db_dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
                                         "ON c.oid = i.inhrelid WHERE i.inhparent = "
-                                        "'route_updates'::regclass")}
+                                        "'route_history'::regclass")}
 
     def name(day):
-        return "route_updates_p" + dt.datetime.fromtimestamp(day * 86400,
+        return "route_history_p" + dt.datetime.fromtimestamp(day * 86400,
                                                               dt.timezone.utc).strftime("%Y%m%d")
 
     assert {name(d) for d in range(today - 1, today + 3)} <= names

@@ -59,11 +59,15 @@ def test_unicast_line_layout(bmp_events):
     batch = builder.take()
     (seg,) = batch.parts
     announce, withdraw = (fields(line) for line in seg.lines)
-    assert len(announce) == len(withdraw) == 29
-    assert announce[:8] == ["0", "1700000000.500000", "0", NULL, "10.0.0.0/8", "0", NULL, "f"]
-    assert announce[9:16] == ["192.0.2.1", "igp", "{65001,65100}", "65100", "5", NULL,
-                              "{65001:1}"]
-    assert withdraw[7] == "t" and set(withdraw[8:22]) == {NULL}
+    assert len(announce) == len(withdraw) == 16
+    assert announce[:8] == ["0", "1700000000.500000", "0", "10.0.0.0/8", "10.0.0.0/8", "0", NULL,
+                            "f"]
+    assert withdraw[7] == "t" and withdraw[8] == NULL  # no attribute set
+    # The attribute set is a line of its own, named by its digest.
+    (attr_line,) = seg.attrs
+    attr = fields(attr_line)
+    assert len(attr) == 14 and attr[0] == announce[8]
+    assert attr[1:8] == ["192.0.2.1", "igp", "{65001,65100}", "65100", "5", NULL, "{65001:1}"]
     assert batch.route_count == 2 and batch.days == frozenset({1700000000 // 86400})
     assert seg.scopes == {("10.0.0.1", "192.0.2.1", "0", "adj_in_pre", "ipv4_unicast", 65001): 0}
 

@@ -334,7 +334,7 @@ def test_disconnect_marks_stale_and_end_of_rib_sweeps(db, bmp_events):
               ev.announce(pre, ["2001:db8::/32"], family="ipv6_unicast", next_hop="2001:db8::1"),
               ev.withdraw(pre, ["12.0.0.0/8"])])
     result = db.apply(("disconnect", ROUTER))
-    assert result["marked_stale"] == 5  # present routes only, every view and family
+    assert result["stale_scopes"] == 3  # every view and family of the router
     assert db.one("SELECT connected FROM routers")["connected"] is False
     rows = db.rows("SELECT nlri, rib, stale FROM current_routes")
     assert len(rows) == 5 and all(r["stale"] for r in rows)
@@ -376,3 +376,37 @@ def test_decode_failure_kept(db, bmp_events):
     assert row["error_type"] == "ContentError" and row["error"] == "bad attribute\ufffd"
     assert row["error_offset"] == 17 and row["raw_length"] == 100
     assert bytes(row["raw"]) == b"\x03" * 100 and row["peer_ip"] == "192.0.2.1"
+
+
+def test_attribute_sets_are_sent_until_a_batch_holding_them_commits(db, bmp_events):
+    ev = bmp_events
+    peer = ev.peer()
+    attrs = ev.attrs(as_path=(65001, 4200000010), communities=((65001, 7),), med=0)
+    builder = BatchBuilder()
+
+    def batch(prefix):
+        builder.add_events(ROUTER, [ev.announce(peer, [prefix], attrs)])
+        return builder.take()
+
+    def attr_lines(b):
+        return sum(len(part.attrs) for part in b.parts)
+
+    first = batch("10.0.0.0/8")
+    second = batch("11.0.0.0/8")  # built while the first is not committed: carries it too
+    assert attr_lines(first) == attr_lines(second) == 1
+    db.store.apply(first)
+    builder.confirm(first)
+    db.store.apply(second)
+    builder.confirm(second)
+    third = batch("12.0.0.0/8")
+    assert attr_lines(third) == 0  # named by digest only
+    db.store.apply(third)
+    rows = db.rows("SELECT nlri, as_path, communities, med FROM current_routes ORDER BY nlri")
+    assert [r["nlri"] for r in rows] == ["10.0.0.0/8", "11.0.0.0/8", "12.0.0.0/8"]
+    assert all(r["as_path"] == [65001, 4200000010] and r["communities"] == ["65001:7"]
+               and r["med"] == 0 for r in rows)
+    assert db.one("SELECT count(*) AS n FROM route_attrs")["n"] == 1
+    # A withdrawal's history row has no attributes; the state keeps the last ones.
+    db.apply([ev.withdraw(peer, ["12.0.0.0/8"])])
+    assert db.one("SELECT as_path FROM route_updates WHERE is_withdrawn")["as_path"] is None
+    assert db.state("12.0.0.0/8")["as_path"] == [65001, 4200000010]

@@ -135,6 +135,9 @@ def test_rejected_content_is_isolated(db_dsn, make_writer, bmp_events, caplog):
     writer.submit(ROUTER, [ev.announce(peer, ["13.0.0.0/8"])])
     assert writer.flush(timeout=30)
     assert scalar(db_dsn, "SELECT count(*) FROM current_routes") == 3
+    # The batch was split and part of it dropped: its attribute set is not
+    # taken as stored on that account, and every route shows its attributes.
+    assert scalar(db_dsn, "SELECT count(*) FROM current_routes WHERE next_hop IS NULL") == 0
 
 
 def _rows(dsn, query):
@@ -209,6 +212,9 @@ def test_outage_loses_nothing(make_local_pg, make_writer, bmp_events, caplog):
     assert scalar(dsn, "SELECT count(*) FROM route_updates") == 120 * 50
     assert scalar(dsn, "SELECT count(*) FROM current_routes") == 120 * 50
     assert scalar(dsn, "SELECT max(learn_count) FROM route_state") == 1  # nothing twice
+    # Every route still finds its attribute set (sent until a batch holding it committed).
+    assert scalar(dsn, "SELECT count(*) FROM current_routes WHERE next_hop IS NULL") == 0
+    assert scalar(dsn, "SELECT count(*) FROM route_updates WHERE next_hop IS NULL") == 0
     messages = [r.getMessage() for r in caplog.records]
     assert "database_unavailable" in messages and "database_recovered" in messages
     error = next(r for r in caplog.records if r.getMessage() == "route_processing_error")

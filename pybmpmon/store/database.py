@@ -4,8 +4,9 @@
 :meth:`Store.apply` is one transaction: every part of the batch in order,
 plus a ``writer_batches`` row that makes a retried batch (after a COMMIT whose
 acknowledgement was lost) a no-op.  Route segments go: COPY into the
-per-connection ``stage`` table, scopes and peers upserted, history inserted,
-then the state merged once per generation (see rows.py).
+per-connection ``stage`` table (and new attribute sets into ``stage_attrs``),
+scopes and peers upserted, attribute sets stored, history inserted, then the
+state merged once per generation (see rows.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pybmpmon.store.rows import Batch, Op, Segment
 
 log = logging.getLogger(__name__)
 
-PARTITION_PREFIX = "route_updates_p"
+PARTITION_PREFIX = "route_history_p"
 PARTITION_LOCK_KEY = 0x70796264  # advisory lock serialising partition DDL
 # Partitions are made this many days ahead of the newest row seen.
 DAYS_AHEAD = 2
@@ -44,6 +45,7 @@ def setup_connection(conn) -> None:
         cur.execute("SET temp_buffers = '128MB'")  # must precede the temp table
         cur.execute("SET TIME ZONE 'UTC'")
         cur.execute(sql.CREATE_STAGE)
+        cur.execute(sql.CREATE_STAGE_ATTRS)
         cur.execute(sql.CREATE_STAGE_SCOPES)
 
 
@@ -87,7 +89,7 @@ class Store:
         """Apply ``batch`` in one transaction; returns counts of what it did."""
         self.ensure_partitions(batch.days)
         result = {"routes": batch.route_count, "withdrawn_by_peer_down": 0, "swept": 0,
-                  "marked_stale": 0, "duplicate": False}
+                  "stale_scopes": 0, "duplicate": False}
         self.timings = timings = {}
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
@@ -128,8 +130,12 @@ class Store:
         cur.execute(";\n".join(statements))
         copied = clock()
         cur.copy_expert(sql.COPY_STAGE, _LinesReader(seg.lines), size=COPY_BUFFER)
+        statements = []
+        if seg.attrs:
+            cur.copy_expert(sql.COPY_STAGE_ATTRS, _LinesReader(seg.attrs), size=COPY_BUFFER)
+            statements.append(sql.STORE_ATTRS)
         merged = clock()
-        statements = [sql.INSERT_HISTORY]
+        statements.append(sql.INSERT_HISTORY)
         statements.extend(sql.UPSERT_STATE % gen for gen in range(seg.max_gen + 1))
         cur.execute(";\n".join(statements))
         done = clock()
@@ -167,7 +173,7 @@ class Store:
         elif kind == "disconnect":
             cur.execute(sql.ROUTER_DISCONNECTED, params)
             cur.execute(sql.MARK_STALE, params)
-            result["marked_stale"] += cur.rowcount
+            result["stale_scopes"] += cur.rowcount
         elif kind == "initiation":
             cur.execute(sql.INITIATION, params)
         elif kind == "termination":
@@ -193,12 +199,12 @@ class Store:
             conn.commit()
         return routers
 
-    def _route_updates_native(self, cur) -> bool:
+    def _route_history_native(self, cur) -> bool:
         if self._native_partitions is None:
-            cur.execute(sql.ROUTE_UPDATES_KIND)
+            cur.execute(sql.ROUTE_HISTORY_KIND)
             row = cur.fetchone()
             if row is None:
-                raise RuntimeError("route_updates is missing: run `pybmpmon migrate` first")
+                raise RuntimeError("route_history is missing: run `pybmpmon migrate` first")
             self._native_partitions = row[0] == "p"
         return self._native_partitions
 
@@ -215,14 +221,14 @@ class Store:
         return days
 
     def ensure_partitions(self, days) -> None:
-        """Daily partitions of route_updates for ``days`` (epoch day numbers)."""
+        """Daily partitions of route_history for ``days`` (epoch day numbers)."""
         if self._partition_days is not None and self._native_partitions is False:
             return
         if self._partition_days is not None and all(d in self._partition_days for d in days):
             return
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
-                if not self._route_updates_native(cur):
+                if not self._route_history_native(cur):
                     self._partition_days = set()
                     conn.commit()
                     return
@@ -240,7 +246,7 @@ class Store:
         end = start + dt.timedelta(days=1)
         name = f"{PARTITION_PREFIX}{start:%Y%m%d}"
         cur.execute(
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF route_updates "
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF route_history "
             f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
         )
         log.info("route_partition_created", extra={"partition": name})
@@ -256,10 +262,10 @@ class Store:
                 cur.execute(sql.PRUNE_BATCHES)
                 if self.retention is not None and self.retention.total_seconds() > 0:
                     cutoff = now - self.retention.total_seconds()
-                    if self._route_updates_native(cur):
+                    if self._route_history_native(cur):
                         dropped = self._drop_partitions(cur, cutoff)
                     else:
-                        cur.execute("SELECT drop_chunks('route_updates', older_than => "
+                        cur.execute("SELECT drop_chunks('route_history', older_than => "
                                     "to_timestamp(%s))", (cutoff,))
                         dropped = [row[0] for row in cur.fetchall()]
                     for table in ("stats_reports", "peer_events"):

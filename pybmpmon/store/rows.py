@@ -8,11 +8,12 @@ transaction can apply them in order.
 
 Strategy, for speed on a full table (a million routes):
 
-- Per route, one COPY line is assembled from three cached pieces: the peer
-  part (router, peer, RIB view; once per peer header), the attribute part
-  (once per distinct Attributes object and next hop, with a digest used to
-  detect attribute changes) and the route's own fields.  Unicast routes,
-  nearly all of a table, take a short path.
+- Per route, one short COPY line: the scope (router, peer, RIB view, family)
+  as a small number, the route's own fields and the digest of its attribute
+  set.  The attribute set itself (next hop, AS path, communities...) becomes
+  a line of its own, once per distinct set, and only until a batch holding it
+  is committed: after that the database has it (route_attrs).  Unicast
+  routes, nearly all of a table, take a short path.
 - The same route key may occur several times in one batch (a flap).  Each
   occurrence gets a *generation* number: 0 for the first, 1 for the second...
   The database applies the state merge once per generation, so every
@@ -77,8 +78,6 @@ MAX_FAILURE_RAW = 65536
 ORIGINS = ("igp", "egp", "incomplete")
 
 # Pieces of the stage table's lines (columns in sql.CREATE_STAGE order).
-_ATTR_FIELDS = 14  # attr_hash, next_hop .. cluster_list
-_WITHDRAWN_ATTRS = "\t".join([NULL] * _ATTR_FIELDS)
 _NO_EVPN = "\t".join([NULL] * 6)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _ARRAY_SPECIAL = frozenset('{}",\\ \t\n\r\'')
@@ -148,10 +147,12 @@ def _safe_array(texts: list) -> str:
 
 
 def attribute_fields(attrs, next_hop) -> tuple[str, int]:
-    """(COPY text of attr_hash .. cluster_list, the attribute digest).
+    """(COPY text of a stage_attrs line without its newline, the attribute digest).
 
-    Called once per distinct attribute set and next hop (BatchBuilder caches
-    the result), so clarity beats speed here, within reason.
+    The digest (BLAKE2b, 8 bytes, signed) is of the attribute text, so equal
+    sets get equal digests in every process.  Called once per distinct
+    attribute set and next hop (BatchBuilder caches the result), so clarity
+    beats speed here, within reason.
     """
     path = [asn for _seg_type, asns in attrs.as_path for asn in asns]
     aggregator = None
@@ -184,10 +185,11 @@ def attribute_fields(attrs, next_hop) -> tuple[str, int]:
 class Segment:
     """Routes between two barriers: COPY lines plus what the database needs first."""
 
-    __slots__ = ("lines", "gens", "max_gen", "scopes", "peers", "routes")
+    __slots__ = ("lines", "attrs", "gens", "max_gen", "scopes", "peers", "routes")
 
     def __init__(self):
         self.lines: list = []
+        self.attrs: list = []  # stage_attrs lines: attribute sets first used here
         self.gens: dict = {}  # route key -> last generation given
         self.max_gen = 0
         # (router_ip, peer_ip, peer_rd, rib, afi_safi, peer_asn) -> the small
@@ -225,14 +227,29 @@ class Batch(NamedTuple):
     days: frozenset  # UTC day numbers (epoch // 86400) that route_updates rows fall on
     routers: dict  # router_ip -> last time seen in this batch
     items: list  # the submissions it was built from, to rebuild parts of it
+    attr_digests: set  # digests of the attribute sets it carries (see BatchBuilder.confirm)
 
 
 class BatchBuilder:
-    """Accumulates submissions; :meth:`take` hands out the batch built so far."""
+    """Accumulates submissions; :meth:`take` hands out the batch built so far.
 
-    def __init__(self, max_gen: int = 8):
+    Attribute sets: each distinct set is sent with every batch that uses it
+    until one such batch is committed (:meth:`confirm`); later batches name it
+    by digest only.  Sending it again is harmless (the database ignores a
+    digest it has), forgetting it would not be, so a digest only counts as
+    stored after its batch's COMMIT.  Memory stays bounded: the cache from
+    Attributes to digest holds ``attr_cache_size`` entries and the stored
+    digests ``stored_size``; when either is full it starts over (the price
+    is recomputing digests and sending some sets again).
+    """
+
+    def __init__(self, max_gen: int = 8, attr_cache_size: int = 50000,
+                 stored_size: int = 250000):
         self.max_gen = max_gen
-        self._attr_cache: dict = {}
+        self.attr_cache_size = attr_cache_size
+        self.stored_size = stored_size
+        self._attr_cache: dict = {}  # (Attributes, next hop) -> digest text
+        self._stored: set = set()  # digests in committed batches
         self._peer_cache: dict = {}
         self._reset()
 
@@ -244,6 +261,7 @@ class BatchBuilder:
         self.days: set = set()
         self.routers: dict = {}
         self.items: list = []
+        self.attr_digests: set = set()
 
     @property
     def empty(self) -> bool:
@@ -305,9 +323,9 @@ class BatchBuilder:
         self._close_segment()
         self.parts.extend(self.pending_ops)
         batch = Batch(batch_id or str(uuid.uuid4()), self.parts, self.route_count,
-                      frozenset(self.days), self.routers, self.items)
+                      frozenset(self.days), self.routers, self.items, self.attr_digests)
         self._reset()
-        if len(self._attr_cache) > 50000:  # bounded memory: ~30 MB at most
+        if len(self._attr_cache) > self.attr_cache_size:  # bounded memory
             self._attr_cache.clear()
         if len(self._peer_cache) > 10000:
             self._peer_cache.clear()
@@ -346,14 +364,28 @@ class BatchBuilder:
             self._peer_cache[cache_key] = found
         return found
 
+    def confirm(self, batch: Batch) -> None:
+        """``batch`` is committed: the attribute sets it carried are stored."""
+        if len(self._stored) + len(batch.attr_digests) > self.stored_size:
+            self._stored.clear()
+        self._stored |= batch.attr_digests
+
     def _attrs(self, attrs, next_hop) -> str:
+        """The digest of the attribute set, its line added to the segment if needed."""
         # Keyed by content, not identity: the decoder's own cache is bounded,
         # so equal attribute sets may come as distinct objects.
         key = (attrs, next_hop)
-        found = self._attr_cache.get(key)
-        if found is None:
-            found = self._attr_cache[key] = attribute_fields(attrs, next_hop)[0]
-        return found
+        digest = self._attr_cache.get(key)
+        line = None
+        if digest is None:
+            line, number = attribute_fields(attrs, next_hop)
+            digest = self._attr_cache[key] = str(number)
+        if digest not in self._stored and digest not in self.attr_digests:
+            if line is None:
+                line = attribute_fields(attrs, next_hop)[0]
+            self.segment.attrs.append(line + "\n")
+            self.attr_digests.add(digest)
+        return digest
 
     # -- route monitoring (RFC 7854 §4.6) -----------------------------------
 
@@ -371,11 +403,11 @@ class BatchBuilder:
         attrs = update.attributes
         for rs in update.withdrawn:
             if rs.nlri:
-                self._route_set(rs, head, scope_head, peer.asn, True, _WITHDRAWN_ATTRS)
+                self._route_set(rs, head, scope_head, peer.asn, True, NULL)
         for rs in update.announced:
             if rs.nlri:
-                frag = self._attrs(attrs, rs.next_hop or attrs.next_hop)
-                self._route_set(rs, head, scope_head, peer.asn, False, frag)
+                digest = self._attrs(attrs, rs.next_hop or attrs.next_hop)
+                self._route_set(rs, head, scope_head, peer.asn, False, digest)
         if update.end_of_rib is not None:
             family = update.end_of_rib
             self._op("end_of_rib", router_ip, at, {
@@ -383,17 +415,17 @@ class BatchBuilder:
                 "afi_safi": family})
 
     def _route_set(self, rs, head: str, scope_head: tuple, asn: int, withdrawn: bool,
-                   frag: str) -> None:
+                   digest: str) -> None:
         family = rs.afi_safi or family_name(rs.afi, rs.safi)
         scope = scope_head + (family,)
         ref_key = scope + (asn,)
         seg = self.segment
         flag = "t" if withdrawn else "f"
         unicast = rs.safi in (1, 2) and rs.afi in (1, 2)
-        # line = gen \t time \t sref \t nlri \t prefix \t path_id \t rd \t flag \t attrs
-        #        \t labels \t evpn...
+        # line = gen \t time \t sref \t nlri \t prefix \t path_id \t rd \t flag
+        #        \t attr_hash \t labels \t evpn...
         pre = f"{head}{seg.ref(ref_key)}\t"
-        simple_tail = f"\t0\t{NULL}\t{flag}\t{frag}\t{NULL}\t{_NO_EVPN}\n"
+        simple_tail = f"\t0\t{NULL}\t{flag}\t{digest}\t{NULL}\t{_NO_EVPN}\n"
         gens = seg.gens
         max_gen = self.max_gen
         lines = seg.lines
@@ -403,7 +435,7 @@ class BatchBuilder:
                 tail = None
             else:
                 key = (scope, nlri.key, nlri.path_id or 0)
-                tail = self._route_tail(nlri, flag, frag, unicast)
+                tail = self._route_tail(nlri, flag, digest, unicast)
             gen = gens.get(key)
             if gen is None:
                 gen = 0
@@ -421,16 +453,16 @@ class BatchBuilder:
                     seg.max_gen = gen
             gens[key] = gen
             if tail is None:
-                lines.append(f"{gen}{pre}{NULL}\t{nlri.prefix}{simple_tail}")
+                lines.append(f"{gen}{pre}{nlri.prefix}\t{nlri.prefix}{simple_tail}")
             else:
                 lines.append(f"{gen}{pre}{tail}")
             seg.routes += 1
         self.route_count += len(rs.nlri)
 
     @staticmethod
-    def _route_tail(nlri, flag: str, frag: str, unicast: bool) -> str:
+    def _route_tail(nlri, flag: str, digest: str, unicast: bool) -> str:
         """nlri .. evpn fields of a non-simple route (VPN, labeled, EVPN, Add-Path)."""
-        key = NULL if unicast else copy_escape(nlri.key)
+        key = nlri.prefix if unicast else copy_escape(nlri.key)
         prefix = nlri.prefix if nlri.prefix is not None else NULL
         rd = copy_escape(nlri.rd) if nlri.rd is not None else NULL
         labels = pg_array(nlri.labels) if nlri.labels else NULL
@@ -443,7 +475,7 @@ class BatchBuilder:
             evpn_text = "\t".join((
                 str(evpn.route_type), _field(evpn.esi), _field(evpn.ethernet_tag),
                 _field(evpn.mac), _ip_or_null(evpn.ip), _ip_or_null(evpn.gateway)))
-        return (f"{key}\t{prefix}\t{nlri.path_id or 0}\t{rd}\t{flag}\t{frag}\t{labels}\t"
+        return (f"{key}\t{prefix}\t{nlri.path_id or 0}\t{rd}\t{flag}\t{digest}\t{labels}\t"
                 f"{evpn_text}\n")
 
     # -- other messages ----------------------------------------------------

@@ -1,45 +1,35 @@
 """The SQL statements of the writer, built once at import.
 
 The schema itself lives in migrations/; this module holds what the writer runs
-per batch.  Route rows arrive by COPY in a per-connection temporary table
-(``stage``), then go to route_updates (history) and route_state (current
-state) with set-based statements.
+per batch.  Route rows arrive by COPY in per-connection temporary tables
+(``stage`` for the routes, ``stage_attrs`` for attribute sets not stored
+yet), then go to route_attrs, route_history and route_current with set-based
+statements.
 """
 
-# Per-route fields that describe the path (kept in route_state when a
-# withdrawal arrives, NULL in a withdrawal's history row).
+# Per-route fields kept in route_current when a withdrawal arrives (the
+# attribute set itself is named by attr_hash).
+KEPT_ON_WITHDRAWAL = ("attr_hash", "labels")
+EVPN_COLUMNS = ("evpn_route_type", "evpn_esi", "evpn_ethernet_tag", "evpn_mac", "evpn_ip",
+                "evpn_gateway")
+# route_attrs' columns after attr_hash, in stage_attrs line order.
 ATTRIBUTE_COLUMNS = (
     "next_hop", "origin", "as_path", "origin_as", "med", "local_pref", "communities",
     "large_communities", "ext_communities", "atomic_aggregate", "aggregator",
-    "originator_id", "cluster_list", "labels",
+    "originator_id", "cluster_list",
 )
-EVPN_COLUMNS = ("evpn_route_type", "evpn_esi", "evpn_ethernet_tag", "evpn_mac", "evpn_ip",
-                "evpn_gateway")
 
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
     gen smallint NOT NULL,
     time double precision NOT NULL,
     sref smallint NOT NULL,
-    nlri text,
+    nlri text NOT NULL,
     prefix cidr,
     path_id bigint NOT NULL,
     rd text,
     is_withdrawn boolean NOT NULL,
     attr_hash bigint,
-    next_hop inet,
-    origin text,
-    as_path bigint[],
-    origin_as bigint,
-    med bigint,
-    local_pref bigint,
-    communities text[],
-    large_communities text[],
-    ext_communities text[],
-    atomic_aggregate boolean,
-    aggregator text,
-    originator_id inet,
-    cluster_list inet[],
     labels integer[],
     evpn_route_type smallint,
     evpn_esi text,
@@ -50,47 +40,50 @@ CREATE TEMP TABLE IF NOT EXISTS stage (
 )
 """
 
+# route_attrs' own columns; first_seen takes its default.
+CREATE_STAGE_ATTRS = ("CREATE TEMP TABLE IF NOT EXISTS stage_attrs "
+                      "(LIKE route_attrs INCLUDING DEFAULTS)")
+
 # The scopes of the routes in the stage: sref is what the lines carry.
 CREATE_STAGE_SCOPES = """
 CREATE TEMP TABLE IF NOT EXISTS stage_scopes (
     sref smallint PRIMARY KEY,
     scope_id integer NOT NULL,
-    router_ip inet NOT NULL,
-    peer_ip inet NOT NULL,
-    peer_rd text NOT NULL,
-    peer_asn bigint,
-    rib text NOT NULL,
-    afi_safi text NOT NULL
+    epoch integer NOT NULL,
+    peer_asn bigint
 )
 """
 
 COPY_STAGE = "COPY stage FROM STDIN"
-TRUNCATE_STAGE = "TRUNCATE stage, stage_scopes"
+COPY_STAGE_ATTRS = ("COPY stage_attrs (attr_hash, " + ", ".join(ATTRIBUTE_COLUMNS)
+                    + ") FROM STDIN")
+TRUNCATE_STAGE = "TRUNCATE stage, stage_scopes, stage_attrs"
 
 FILL_STAGE_SCOPES = (
-    "INSERT INTO stage_scopes SELECT v.sref, c.scope_id, c.router_ip, c.peer_ip, c.peer_rd, "
-    "v.peer_asn, c.rib, c.afi_safi FROM (VALUES %s) AS v(sref, router_ip, peer_ip, peer_rd, "
-    "rib, afi_safi, peer_asn) JOIN route_scopes c ON c.router_ip = v.router_ip "
-    "AND c.peer_ip = v.peer_ip AND c.peer_rd = v.peer_rd AND c.rib = v.rib "
-    "AND c.afi_safi = v.afi_safi"
+    "INSERT INTO stage_scopes SELECT v.sref, c.scope_id, c.epoch, v.peer_asn "
+    "FROM (VALUES %s) AS v(sref, router_ip, peer_ip, peer_rd, rib, afi_safi, peer_asn) "
+    "JOIN route_scopes c ON c.router_ip = v.router_ip AND c.peer_ip = v.peer_ip "
+    "AND c.peer_rd = v.peer_rd AND c.rib = v.rib AND c.afi_safi = v.afi_safi"
 )
 FILL_STAGE_SCOPES_TEMPLATE = "(%s::smallint, %s::inet, %s::inet, %s, %s, %s, %s::bigint)"
 
-# nlri is NULL in the stage for plain unicast routes: the key is then the
-# prefix's canonical text, as PostgreSQL prints it.  (The decoder clears host
-# bits, so prefixes are valid cidr values; a bad one fails the COPY and is
-# isolated by the writer.)
-_NLRI = "coalesce(s.nlri, s.prefix::text)"
-_PREFIX = "s.prefix"
+# Attribute sets this batch may be the first to use.
+STORE_ATTRS = (
+    "INSERT INTO route_attrs (attr_hash, " + ", ".join(ATTRIBUTE_COLUMNS) + ") "
+    "SELECT DISTINCT ON (attr_hash) attr_hash, " + ", ".join(ATTRIBUTE_COLUMNS)
+    + " FROM stage_attrs ON CONFLICT (attr_hash) DO NOTHING"
+)
 
-_HISTORY_COLUMNS = ("time, router_ip, peer_ip, peer_rd, peer_asn, rib, afi_safi, nlri, prefix, "
-                    "path_id, rd, is_withdrawn, " + ", ".join(ATTRIBUTE_COLUMNS + EVPN_COLUMNS))
+# The stage's nlri is the route's text key (for unicast, the prefix as the
+# decoder prints it); prefix is that prefix as cidr (the decoder clears host
+# bits, so it is valid; a bad one fails the COPY and is isolated by the writer).
+_ROUTE_COLUMNS = ("rd", "is_withdrawn", "attr_hash", "labels") + EVPN_COLUMNS
 
 INSERT_HISTORY = (
-    f"INSERT INTO route_updates ({_HISTORY_COLUMNS}) "
-    f"SELECT to_timestamp(s.time), c.router_ip, c.peer_ip, c.peer_rd, c.peer_asn, c.rib, "
-    f"c.afi_safi, {_NLRI}, {_PREFIX}, s.path_id, s.rd, s.is_withdrawn, "
-    + ", ".join(f"s.{c}" for c in ATTRIBUTE_COLUMNS + EVPN_COLUMNS)
+    "INSERT INTO route_history (time, scope_id, peer_asn, nlri, prefix, path_id, "
+    + ", ".join(_ROUTE_COLUMNS) + ") "
+    "SELECT to_timestamp(s.time), c.scope_id, c.peer_asn, s.nlri, s.prefix, s.path_id, "
+    + ", ".join(f"s.{c}" for c in _ROUTE_COLUMNS)
     + " FROM stage s JOIN stage_scopes c ON c.sref = s.sref"
 )
 
@@ -99,52 +92,52 @@ ENSURE_SCOPES = (
     "VALUES %s ON CONFLICT DO NOTHING"
 )
 
-_STATE_INSERT_COLUMNS = (
-    "scope_id, router_ip, peer_ip, peer_rd, rib, afi_safi, nlri, path_id, peer_asn, prefix, rd, "
-    "is_withdrawn, " + ", ".join(ATTRIBUTE_COLUMNS + EVPN_COLUMNS)
-    + ", attr_hash, first_seen, last_seen, last_change, learn_count, withdraw_count"
-)
 
-
-def _attribute_update(column: str) -> str:
-    return (f"{column} = CASE WHEN EXCLUDED.is_withdrawn THEN route_state.{column} "
+def _kept_on_withdrawal(column: str) -> str:
+    return (f"{column} = CASE WHEN EXCLUDED.is_withdrawn THEN route_current.{column} "
             f"ELSE EXCLUDED.{column} END")
 
 
 # One statement per generation (see rows.py): each key occurs once in it, so
 # ON CONFLICT sees the previous state, including what the earlier generation
-# of the same batch wrote.
+# of the same batch wrote.  (An UPDATE of the existing keys followed by a
+# plain INSERT of the others was measured too: no faster on a first load,
+# slower on a reload, and at the mercy of the planner's guess about the
+# stage.)
 #   - a withdrawal keeps the latest attributes, sets is_withdrawn;
 #   - last_change moves when the withdrawn flag flips or, for an
 #     announcement, when the attributes differ;
-#   - change_count counts UPDATE-driven changes (see the migration).
+#   - change_count counts UPDATE-driven changes (see the migration);
+#   - epoch: heard in the scope's current epoch, so no longer stale.
 UPSERT_STATE = (
-    f"INSERT INTO route_state ({_STATE_INSERT_COLUMNS}) "
-    f"SELECT c.scope_id, c.router_ip, c.peer_ip, c.peer_rd, c.rib, c.afi_safi, {_NLRI}, "
-    f"s.path_id, c.peer_asn, {_PREFIX}, s.rd, s.is_withdrawn, "
-    + ", ".join(f"s.{c}" for c in ATTRIBUTE_COLUMNS + EVPN_COLUMNS)
-    + ", s.attr_hash, to_timestamp(s.time), to_timestamp(s.time), to_timestamp(s.time), "
+    "INSERT INTO route_current (scope_id, nlri, path_id, peer_asn, prefix, epoch, "
+    + ", ".join(_ROUTE_COLUMNS)
+    + ", first_seen, last_seen, last_change, learn_count, withdraw_count) "
+    "SELECT c.scope_id, s.nlri, s.path_id, c.peer_asn, s.prefix, c.epoch, "
+    + ", ".join(f"s.{c}" for c in _ROUTE_COLUMNS)
+    + ", to_timestamp(s.time), to_timestamp(s.time), to_timestamp(s.time), "
     "(NOT s.is_withdrawn)::int, s.is_withdrawn::int "
     "FROM stage s JOIN stage_scopes c ON c.sref = s.sref "
     "WHERE s.gen = %s "
     "ON CONFLICT (scope_id, nlri, path_id) DO UPDATE SET "
     "peer_asn = EXCLUDED.peer_asn, "
     "is_withdrawn = EXCLUDED.is_withdrawn, "
-    "stale = false, "
+    "epoch = EXCLUDED.epoch, "
     "cause = NULL, "
-    + ", ".join(_attribute_update(c) for c in ATTRIBUTE_COLUMNS + ("attr_hash",))
+    + ", ".join(_kept_on_withdrawal(c) for c in KEPT_ON_WITHDRAWAL)
     + ", "
-    + ", ".join(f"{c} = coalesce(EXCLUDED.{c}, route_state.{c})" for c in EVPN_COLUMNS)
+    + ", ".join(f"{c} = coalesce(EXCLUDED.{c}, route_current.{c})" for c in EVPN_COLUMNS)
     + ", last_seen = EXCLUDED.last_seen, "
-    "last_change = CASE WHEN route_state.is_withdrawn <> EXCLUDED.is_withdrawn "
-    "OR (NOT EXCLUDED.is_withdrawn AND route_state.attr_hash IS DISTINCT FROM EXCLUDED.attr_hash) "
-    "THEN EXCLUDED.last_seen ELSE route_state.last_change END, "
-    "learn_count = route_state.learn_count + EXCLUDED.learn_count, "
-    "withdraw_count = route_state.withdraw_count + EXCLUDED.withdraw_count, "
-    "change_count = route_state.change_count + CASE "
-    "WHEN EXCLUDED.is_withdrawn THEN (NOT route_state.is_withdrawn)::int "
-    "ELSE ((route_state.is_withdrawn AND route_state.cause IS NULL) "
-    "OR route_state.attr_hash IS DISTINCT FROM EXCLUDED.attr_hash)::int END"
+    "last_change = CASE WHEN route_current.is_withdrawn <> EXCLUDED.is_withdrawn "
+    "OR (NOT EXCLUDED.is_withdrawn "
+    "AND route_current.attr_hash IS DISTINCT FROM EXCLUDED.attr_hash) "
+    "THEN EXCLUDED.last_seen ELSE route_current.last_change END, "
+    "learn_count = route_current.learn_count + EXCLUDED.learn_count, "
+    "withdraw_count = route_current.withdraw_count + EXCLUDED.withdraw_count, "
+    "change_count = route_current.change_count + CASE "
+    "WHEN EXCLUDED.is_withdrawn THEN (NOT route_current.is_withdrawn)::int "
+    "ELSE ((route_current.is_withdrawn AND route_current.cause IS NULL) "
+    "OR route_current.attr_hash IS DISTINCT FROM EXCLUDED.attr_hash)::int END"
 )
 
 # Peers that send routes without a Peer Up (Loc-RIB instances, or a station
@@ -179,50 +172,48 @@ ROUTER_DISCONNECTED = (
     "last_seen = greatest(last_seen, to_timestamp(%(t)s)) WHERE router_ip = %(router_ip)s"
 )
 
-# The router's BMP session ended: its present routes become stale, and its
-# scopes are flagged so that End-of-RIB knows a sweep is due.
+# The router's BMP session ended: its present routes become stale.  The
+# scopes move to a new epoch (routes heard before it are stale, see the
+# route_state view), and are flagged so that End-of-RIB knows a sweep is due.
+# Cost: one row per scope, however many routes.
 MARK_STALE = (
-    "WITH sc AS (UPDATE route_scopes SET has_stale = true WHERE router_ip = %(router_ip)s "
-    "RETURNING scope_id) "
-    "UPDATE route_state r SET stale = true FROM sc "
-    "WHERE r.scope_id = sc.scope_id AND NOT r.is_withdrawn AND NOT r.stale"
+    "UPDATE route_scopes SET epoch = epoch + 1, has_stale = true "
+    "WHERE router_ip = %(router_ip)s"
 )
 
 # At start: routers a previous process left marked connected.
 CONNECTED_ROUTERS = "SELECT host(router_ip) FROM routers WHERE connected"
 
 _IMPLIED_HISTORY = (
-    "h AS (INSERT INTO route_updates (time, router_ip, peer_ip, peer_rd, peer_asn, rib, "
-    "afi_safi, nlri, prefix, path_id, rd, is_withdrawn, cause) "
-    "SELECT to_timestamp(%(t)s), router_ip, peer_ip, peer_rd, peer_asn, rib, afi_safi, nlri, "
-    "prefix, path_id, rd, true, cause FROM w RETURNING 1) "
+    "h AS (INSERT INTO route_history (time, scope_id, peer_asn, nlri, prefix, path_id, rd, "
+    "is_withdrawn, cause) "
+    "SELECT to_timestamp(%(t)s), scope_id, peer_asn, nlri, prefix, path_id, rd, true, cause "
+    "FROM w RETURNING 1) "
     "SELECT count(*) FROM h"
 )
 
-# End-of-RIB after a reconnect: what is still stale in that scope was not
-# re-announced, so it is gone.
+_WITHDRAWN = ("RETURNING r.scope_id, r.peer_asn, r.nlri, r.prefix, r.path_id, r.rd, r.cause), ")
+
+# End-of-RIB after a reconnect: what is still stale in that scope (heard in an
+# earlier epoch) was not re-announced, so it is gone.
 SWEEP_STALE = (
     "WITH sc AS (UPDATE route_scopes SET has_stale = false "
     "WHERE router_ip = %(router_ip)s AND peer_ip = %(peer_ip)s AND peer_rd = %(peer_rd)s "
-    "AND rib = %(rib)s AND afi_safi = %(afi_safi)s AND has_stale RETURNING scope_id), "
-    "w AS (UPDATE route_state r SET is_withdrawn = true, stale = false, cause = 'stale_sweep', "
+    "AND rib = %(rib)s AND afi_safi = %(afi_safi)s AND has_stale RETURNING scope_id, epoch), "
+    "w AS (UPDATE route_current r SET is_withdrawn = true, cause = 'stale_sweep', "
     "withdraw_count = r.withdraw_count + 1, last_change = to_timestamp(%(t)s) "
-    "FROM sc WHERE r.scope_id = sc.scope_id AND r.stale "
-    "RETURNING r.router_ip, r.peer_ip, r.peer_rd, r.peer_asn, r.rib, r.afi_safi, r.nlri, "
-    "r.prefix, r.path_id, r.rd, r.cause), "
-    + _IMPLIED_HISTORY
+    "FROM sc WHERE r.scope_id = sc.scope_id AND r.epoch < sc.epoch AND NOT r.is_withdrawn "
+    + _WITHDRAWN + _IMPLIED_HISTORY
 )
 
 # BMP Peer Down: every present route of the peer, all RIB views, in one go.
 WITHDRAW_PEER = (
     "WITH sc AS (SELECT scope_id FROM route_scopes WHERE router_ip = %(router_ip)s "
     "AND peer_ip = %(peer_ip)s AND peer_rd = %(peer_rd)s), "
-    "w AS (UPDATE route_state r SET is_withdrawn = true, stale = false, cause = 'peer_down', "
+    "w AS (UPDATE route_current r SET is_withdrawn = true, cause = 'peer_down', "
     "withdraw_count = r.withdraw_count + 1, last_change = to_timestamp(%(t)s) "
     "FROM sc WHERE r.scope_id = sc.scope_id AND NOT r.is_withdrawn "
-    "RETURNING r.router_ip, r.peer_ip, r.peer_rd, r.peer_asn, r.rib, r.afi_safi, r.nlri, "
-    "r.prefix, r.path_id, r.rd, r.cause), "
-    + _IMPLIED_HISTORY
+    + _WITHDRAWN + _IMPLIED_HISTORY
 )
 
 PEER_UP = (
@@ -293,12 +284,12 @@ DECODE_FAILURE = (
 CLAIM_BATCH = "INSERT INTO writer_batches (batch_id) VALUES (%s) ON CONFLICT DO NOTHING"
 PRUNE_BATCHES = "DELETE FROM writer_batches WHERE committed_at < now() - interval '1 day'"
 
-# Native partitions of route_updates (absent with TimescaleDB).
-ROUTE_UPDATES_KIND = (
-    "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('route_updates')"
+# Native partitions of route_history (absent with TimescaleDB).
+ROUTE_HISTORY_KIND = (
+    "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('route_history')"
 )
 LIST_PARTITIONS = (
     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-    "WHERE i.inhparent = to_regclass('route_updates')"
+    "WHERE i.inhparent = to_regclass('route_history')"
 )
 PARTITION_LOCK = "SELECT pg_advisory_xact_lock(%s)"

@@ -276,6 +276,9 @@ class Writer:
                 self._in_flight = (pool.spawn(self._apply_isolating, batch), batch)
                 continue
             self._in_flight = None
+            if not outcome.get("dropped"):
+                # Its attribute sets are in the database: later batches name them only.
+                self._builder.confirm(batch)
             self._recovered(batch)
             self.stats["batches"] += 1
             self.stats["routes"] += batch.route_count - outcome.get("dropped", 0)
