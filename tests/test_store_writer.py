@@ -252,3 +252,210 @@ def test_maintenance_runs_while_idle(db_dsn, make_writer):
         assert len(calls) >= 3
     finally:
         assert writer.stop(timeout=30)
+
+
+# -- the lane: routers with nothing in flight do not wait behind others ------
+
+OTHER = "10.0.0.2"
+
+
+def wait_until(check, timeout):
+    """Poll ``check()`` (yielding to the hub in between) until true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        gevent.sleep(0.02)
+    return True
+
+
+def writer_waits_on_a_lock(dsn):
+    """Whether one of the writer's transactions is waiting for a lock."""
+    return scalar(dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND application_name = 'pybmpmon' AND wait_event_type = 'Lock'") > 0
+
+
+class TableLock:
+    """``table`` locked from another connection until :meth:`release`: what touches it waits."""
+
+    def __init__(self, dsn, table):
+        self.conn = psycopg2.connect(dsn)
+        with self.conn.cursor() as cur:
+            cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+    def release(self):
+        if not self.conn.closed:
+            self.conn.rollback()
+            self.conn.close()
+
+
+def stats_report(ev, peer):
+    return ev.bmp.StatisticsReport(peer, (ev.bmp.Stat(7, 12),))
+
+
+def test_lane_commits_a_peer_up_while_the_main_batch_is_held(db_dsn, make_writer, bmp_events):
+    """A's routes wait on a lock inside their transaction (route_current, after A's
+    routers and bgp_peers rows); B's Peer Up, for the same peer address, is
+    committed meanwhile: the lane, and no lock shared with A's transaction.
+    A's statistics, sent while A's batch is held, wait for the next main batch
+    (in the lane they would wait for A's routers row, and hold up B)."""
+    ev = bmp_events
+    a_peer, b_peer = ev.peer("192.0.2.1"), ev.peer("192.0.2.1", asn=65002)
+    writer = make_writer(db_dsn, batch_size=100000, batch_timeout=0.05)
+    lock = TableLock(db_dsn, "route_current")
+    try:
+        writer.router_connected(ROUTER)
+        writer.submit(ROUTER, [ev.peer_up(a_peer)])
+        writer.submit(ROUTER, [ev.announce(a_peer, prefixes(2000))])
+        assert wait_until(lambda: writer_waits_on_a_lock(db_dsn), 30), "A's batch was not held"
+        writer.submit(ROUTER, [stats_report(ev, a_peer)])
+        writer.router_connected(OTHER)
+        writer.submit(OTHER, [ev.peer_up(b_peer), stats_report(ev, b_peer)])
+        started = time.monotonic()
+        assert wait_until(lambda: scalar(db_dsn, "SELECT count(*) FROM bgp_peers "
+                                                 "WHERE router_ip = %s", OTHER) == 1, 10)
+        print(f"lane_peer_up_s={time.monotonic() - started:.3f}")
+        assert writer_waits_on_a_lock(db_dsn), "A's batch was over: the test proved nothing"
+        assert scalar(db_dsn, "SELECT count(*) FROM route_updates") == 0
+        assert scalar(db_dsn, "SELECT connected FROM routers WHERE router_ip = %s", OTHER)
+        assert scalar(db_dsn, "SELECT count(*) FROM stats_reports WHERE router_ip = %s",
+                      OTHER) == 1
+    finally:
+        lock.release()
+    assert writer.flush(timeout=60)
+    assert scalar(db_dsn, "SELECT count(*) FROM current_routes WHERE router_ip = %s",
+                  ROUTER) == 2000
+    assert scalar(db_dsn, "SELECT count(*) FROM stats_reports WHERE router_ip = %s",
+                  ROUTER) == 1
+    assert writer.stats["routes"] == 2000
+    assert writer.stats["lane_batches"] == 2  # A's connect and Peer Up, then B's
+    assert writer.stats["batches"] == 4
+
+
+def test_routes_and_peer_down_wait_for_the_lane(db_dsn, make_writer, bmp_events):
+    """The lane is held by another router's batch, so this router's Peer Up waits
+    for the next lane batch; its routes and Peer Down, submitted after it, are
+    not applied before it (they would leave the peer 'up')."""
+    ev = bmp_events
+    peer = ev.peer()
+    writer = make_writer(db_dsn, batch_size=100000, batch_timeout=0.05)
+    lock = TableLock(db_dsn, "stats_reports")
+    try:
+        writer.router_connected(OTHER)
+        writer.submit(OTHER, [stats_report(ev, ev.peer("192.0.2.9"))])
+        assert wait_until(lambda: writer_waits_on_a_lock(db_dsn), 30), "the lane was not held"
+        writer.router_connected(ROUTER)
+        writer.submit(ROUTER, [ev.peer_up(peer)])
+        writer.submit(ROUTER, [ev.announce(peer, prefixes(50))])
+        writer.submit(ROUTER, [ev.peer_down(peer)])
+        assert not writer.flush(timeout=1.0)
+        assert scalar(db_dsn, "SELECT count(*) FROM route_updates") == 0
+        assert scalar(db_dsn, "SELECT count(*) FROM peer_events") == 0
+    finally:
+        lock.release()
+    assert writer.flush(timeout=60)
+    assert scalar(db_dsn, "SELECT state FROM bgp_peers WHERE router_ip = %s", ROUTER) == "down"
+    assert scalar(db_dsn, "SELECT last_up < last_down FROM bgp_peers WHERE router_ip = %s",
+                  ROUTER)
+    events = _rows(db_dsn, "SELECT event, details->>'routes_withdrawn' FROM peer_events "
+                           "ORDER BY time")
+    assert events == [("peer_up", None), ("peer_down", "50")]
+    assert _rows(db_dsn, "SELECT is_withdrawn, cause, count(*) FROM route_state "
+                         "GROUP BY 1, 2") == [(True, "peer_down", 50)]
+    assert scalar(db_dsn, "SELECT count(*) FROM stats_reports") == 1
+    assert writer.stats["lane_batches"] == 2
+
+
+def test_flush_and_stop_wait_for_the_lane(db_dsn, make_writer, bmp_events):
+    ev = bmp_events
+    peer = ev.peer()
+    writer = make_writer(db_dsn)
+    lock = TableLock(db_dsn, "stats_reports")
+    try:
+        writer.router_connected(ROUTER)
+        writer.submit(ROUTER, [ev.peer_up(peer), stats_report(ev, peer)])
+        assert wait_until(lambda: writer_waits_on_a_lock(db_dsn), 30), "the lane was not held"
+        assert not writer.flush(timeout=0.5)
+    finally:
+        lock.release()
+    assert writer.flush(timeout=30)
+    # Committed when flush returned: no polling.
+    assert scalar(db_dsn, "SELECT count(*) FROM bgp_peers WHERE state = 'up'") == 1
+    assert scalar(db_dsn, "SELECT count(*) FROM stats_reports") == 1
+    assert writer.stats["lane_batches"] == 1 and writer.stats["batches"] == 1
+    writer.router_connected(OTHER)
+    writer.submit(OTHER, [ev.peer_up(peer)])
+    assert writer.stop(timeout=30)
+    assert scalar(db_dsn, "SELECT count(*) FROM bgp_peers WHERE router_ip = %s", OTHER) == 1
+    assert writer.stats["lane_batches"] == 2
+
+
+def test_lane_bound_submissions_do_not_queue_behind_routes(db_dsn, bmp_events):
+    """The queue is full of A's submissions: B's connect and Peer Up are accepted
+    still, and are applied; A's own Peer Up, after its queued routes and Peer
+    Down, keeps its place (the peer ends 'up')."""
+    ev = bmp_events
+    peer = ev.peer()
+    writer = Writer(db_dsn, max_pending=3, batch_timeout=0.05)  # not started: nothing taken
+    try:
+        writer.submit(ROUTER, [ev.announce(peer, prefixes(10))])
+        writer.submit(ROUTER, [ev.peer_down(peer)])
+        writer.submit(ROUTER, [ev.peer_up(peer)])
+        with gevent.Timeout(5, AssertionError("B waited for A's place in the queue")):
+            writer.router_connected(OTHER)
+            writer.submit(OTHER, [ev.peer_up(peer)])
+        writer.start()
+        assert writer.flush(timeout=30)
+    finally:
+        assert writer.stop(timeout=30)
+    assert _rows(db_dsn, "SELECT host(router_ip), state FROM bgp_peers ORDER BY 1") == [
+        (ROUTER, "up"), (OTHER, "up")]
+    assert scalar(db_dsn, "SELECT count(*) FROM route_state WHERE is_withdrawn") == 10
+    assert writer.stats["lane_batches"] == 1
+
+
+def test_one_connection_means_no_lane(db_dsn, make_writer, bmp_events):
+    ev = bmp_events
+    peer = ev.peer()
+    writer = make_writer(db_dsn, pool_size=1)
+    writer.router_connected(ROUTER)
+    writer.submit(ROUTER, [ev.peer_up(peer)])
+    writer.submit(ROUTER, [ev.announce(peer, prefixes(5))])
+    assert writer.flush(timeout=30)
+    assert scalar(db_dsn, "SELECT count(*) FROM current_routes") == 5
+    assert writer.stats["lane_batches"] == 0 and writer.stats["batches"] == 1
+
+
+def test_outage_retries_the_lane(make_local_pg, make_writer, bmp_events, caplog):
+    """PostgreSQL stops; a router connects (lane) while another sends routes (main):
+    both batches are retried until the server is back, one outage is logged."""
+    from pybmpmon.store.migrate import migrate
+
+    ev = bmp_events
+    server = make_local_pg()
+    dsn = server.dsn()
+    migrate(dsn)
+    writer = make_writer(dsn, batch_timeout=0.1, retry_initial=0.1, retry_max=0.5)
+    peer = ev.peer()
+    writer.submit(ROUTER, [ev.announce(peer, prefixes(100))])
+    assert writer.flush(timeout=30)
+    threadpool = gevent.get_hub().threadpool
+
+    def lane_retried():
+        return any(r.getMessage() == "database_retry" and r.route_count == 0
+                   for r in caplog.records)
+
+    with caplog.at_level(logging.DEBUG, logger="pybmpmon.store.writer"):
+        threadpool.apply(server.stop, kwds={"mode": "fast"})
+        writer.submit(ROUTER, [ev.announce(peer, prefixes(100, 100))])
+        writer.router_connected(OTHER)
+        writer.submit(OTHER, [ev.peer_up(peer)])
+        assert wait_until(lane_retried, 30)
+        threadpool.apply(server.start)
+        assert writer.flush(timeout=120)
+    assert scalar(dsn, "SELECT count(*) FROM current_routes") == 200
+    assert scalar(dsn, "SELECT count(*) FROM bgp_peers WHERE router_ip = %s", OTHER) == 1
+    assert writer.stats["outages"] == 1 and writer.stats["lane_batches"] == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("database_unavailable") == 1
+    assert messages.count("database_recovered") == 1

@@ -11,17 +11,36 @@ Shape (SPEC §2, §5):
   ``batch_timeout`` seconds have passed, then hands the batch to gevent's
   thread pool, where :class:`~pybmpmon.store.database.Store` applies it with
   an ordinary blocking psycopg2 connection.  psycopg2 refuses COPY on green
-  (wait-callback) connections; on a native thread it works and the hub stays
-  free to serve routers.  While one batch is in the database the batcher
-  builds the next, so Python and PostgreSQL work at the same time.
-- One flush path only: batches are applied one after the other, in order.
-- Faults: a lost connection or a server restart keeps the batch, retries it
-  with exponential backoff (the queue fills meanwhile: backpressure), logs
-  ``database_unavailable`` then ``database_recovered``, and reports the failure
-  as ``route_processing_error`` at ERROR (Sentry's logging integration makes
-  that an event).  A batch that the database rejects for its content is split
-  in halves until the offending submission is isolated and dropped (logged
-  with its route count), so one bad row cannot stall the writer forever.
+  connections; on a native thread it works and the hub stays free to serve
+  routers.  While one batch is in the database the batcher builds the next,
+  so Python and PostgreSQL work at the same time.  These *main* batches are
+  applied one after the other, in order.
+- The *lane*, so that a new router's Peer Up is stored within a second, not
+  after another router's table load (issue 4).  A submission without routes
+  (connect, Initiation, Peer Up, statistics, Termination) from a router that
+  has nothing in the main batch being built or in flight goes to a small
+  lane batch, applied at once on a connection (and Store) of its own while a
+  large main batch may still be in the database.  Lane batches go one at a
+  time; what arrives while one runs waits for the next.  Such submissions
+  also skip the line: they are queued in front of the others, with slots of
+  their own, unless their router has earlier submissions still queued.
+  Routes, Peer Down and disconnects (they touch route_state) never take the
+  lane.
+- Order per router still holds: the batcher takes each router's
+  submissions in the order they came; a router's submissions go to the lane
+  only while none of its earlier ones are in a main batch; a main batch is
+  sent only after every lane submission taken before it is committed.  Lane
+  and main transactions write different rows (routers and bgp_peers rows are
+  per router; a main batch touches only the routers in it), so neither waits
+  for the other's locks.  With ``pool_size`` 1 there is no lane.
+- Faults: a lost connection or a server restart keeps the batch (main or
+  lane), retries it with exponential backoff (the queue fills meanwhile:
+  backpressure), logs ``database_unavailable`` then ``database_recovered``,
+  and reports the failure as ``route_processing_error`` at ERROR (Sentry's
+  logging integration makes that an event).  A batch that the database
+  rejects for its content is split in halves until the offending submission
+  is isolated and dropped (logged with its route count), so one bad row
+  cannot stall the writer forever.
 
 Usable without a gevent server: every blocking call (``submit``, ``flush``,
 ``stop``) yields to the hub, which runs the batcher.
@@ -30,16 +49,20 @@ Usable without a gevent server: every blocking call (``submit``, ``flush``,
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Callable, Optional
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.queue
 import psycopg2
 
+from pybmpmon.bmp.model import Initiation, PeerUp, RouteMirroring, StatisticsReport, Termination
 from pybmpmon.store.database import Store, setup_connection
 from pybmpmon.store.pool import ConnectionPool, is_connection_error
 from pybmpmon.store.rows import Batch, BatchBuilder
@@ -47,15 +70,37 @@ from pybmpmon.store.rows import Batch, BatchBuilder
 log = logging.getLogger(__name__)
 
 _FLUSH = "flush"
-_IN_FLIGHT_POLL = 0.2  # seconds between looks at the batch in the database
+_IN_FLIGHT_POLL = 0.2  # seconds between looks at the main batch in the database
+_LANE_POLL = 0.02  # the same for a lane batch: short, and what waits for it is urgent
 _STOP = "stop"
+_LANE_FIRST, _IN_TURN = 0, 1  # queue ranks: lane-bound submissions are taken first
+# Events that touch only their router's own rows (routers, bgp_peers) and
+# append-only tables: they may take the lane.  Not route_state.
+_LANE_EVENTS = frozenset({Initiation, PeerUp, StatisticsReport, Termination, RouteMirroring})
+
+
+class _Flight:
+    """A batch on a native thread: the batch, the store applying it, the pending result."""
+
+    __slots__ = ("batch", "store", "result")
+
+    def __init__(self, batch: Batch, store: Store):
+        self.batch = batch
+        self.store = store
+        self.result = None
+
+    @property
+    def failed(self) -> bool:
+        return self.result.ready() and not self.result.successful()
 
 
 class Writer:
     """Batches decoded events of many routers into PostgreSQL.
 
     ``max_pending`` bounds the queue in submissions (one per ``submit`` call:
-    typically what one socket read decoded into).
+    typically what one socket read decoded into), as many again for
+    lane-bound ones.  ``pool_size`` bounds the idle connections kept; one of
+    them is the lane's (no lane with 1).
     """
 
     def __init__(self, dsn: str, batch_size: int = 20000, batch_timeout: float = 1.0,
@@ -74,17 +119,30 @@ class Writer:
         self.retry_max = retry_max
         self.maintenance_interval = maintenance_interval
         self.reset_connected = reset_connected
-        self.pool = ConnectionPool(dsn, size=pool_size, setup=setup_connection)
+        # The lane takes one connection of pool_size; it gets its own pool and
+        # Store because both serve one thread at a time.
+        lane = pool_size > 1
+        self.pool = ConnectionPool(dsn, size=pool_size - 1 if lane else pool_size,
+                                   setup=setup_connection)
         self.store = Store(self.pool, retention=retention)
-        self._queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=max_pending)
+        self._lane_pool = ConnectionPool(dsn, size=1, setup=setup_connection) if lane else None
+        self._lane_store = Store(self._lane_pool) if lane else None
+        # Ranked (rank, arrival, item); each rank has max_pending slots.
+        self._queue: gevent.queue.PriorityQueue = gevent.queue.PriorityQueue()
+        self._arrival = itertools.count()
+        self._slots = gevent.lock.BoundedSemaphore(max_pending)
+        self._lane_slots = gevent.lock.BoundedSemaphore(max_pending)
+        self._queued: Counter = Counter()  # router_ip -> its submissions queued in turn
         self._builder = BatchBuilder(max_gen=max_gen)
+        self._lane_builder = BatchBuilder(max_gen=max_gen)  # lane submissions not sent yet
         self._batcher: Optional[gevent.Greenlet] = None
-        self._in_flight = None  # (ThreadResult, Batch) of the batch in the database
+        self._in_flight: Optional[_Flight] = None  # the main batch in the database
+        self._lane: Optional[_Flight] = None  # the lane batch in the database
         self._next_maintenance = 0.0
         self._outage_since: Optional[float] = None
         self._outage_attempts = 0
-        self.stats = {"batches": 0, "routes": 0, "submitted_routes": 0, "dropped_routes": 0,
-                      "retries": 0, "outages": 0}
+        self.stats = {"batches": 0, "lane_batches": 0, "routes": 0, "submitted_routes": 0,
+                      "dropped_routes": 0, "retries": 0, "outages": 0}
 
     # -- public API (called from router greenlets) --------------------------
 
@@ -97,14 +155,14 @@ class Writer:
         """Queue the decoded events of ``router_ip``; blocks while the queue is full."""
         if received_at is None:
             received_at = time.time()
-        self._queue.put(("events", router_ip, events, received_at))
+        self._put(("events", router_ip, events, received_at))
 
     def router_connected(self, router_ip: str, at: Optional[float] = None) -> None:
-        self._queue.put(("connect", router_ip, None, time.time() if at is None else at))
+        self._put(("connect", router_ip, None, time.time() if at is None else at))
 
     def router_disconnected(self, router_ip: str, at: Optional[float] = None) -> None:
         """The router's BMP session ended: it is marked disconnected, its routes stale."""
-        self._queue.put(("disconnect", router_ip, None, time.time() if at is None else at))
+        self._put(("disconnect", router_ip, None, time.time() if at is None else at))
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything submitted before this call is committed.
@@ -113,14 +171,8 @@ class Writer:
         """
         if self._batcher is None or self._batcher.dead:
             return False
-        started = time.monotonic()
         done = gevent.event.Event()
-        try:
-            self._queue.put((_FLUSH, None, done, None), timeout=timeout)
-        except gevent.queue.Full:
-            return False
-        if timeout is not None:
-            timeout = max(0.0, timeout - (time.monotonic() - started))
+        self._queue.put((_IN_TURN, next(self._arrival), (_FLUSH, None, done, None)))
         return done.wait(timeout)
 
     def stop(self, timeout: Optional[float] = None) -> bool:
@@ -129,30 +181,72 @@ class Writer:
         Returns False when ``timeout`` ran out first (what was still pending is
         then lost, and the rest of the pool is closed anyway).
         """
-        if self._batcher is None:
-            self.pool.close()
-            return True
-        started = time.monotonic()
-        done = gevent.event.Event()
-        try:
-            self._queue.put((_STOP, None, done, None), timeout=timeout)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - started))
+        ok = True
+        if self._batcher is not None:
+            done = gevent.event.Event()
+            self._queue.put((_IN_TURN, next(self._arrival), (_STOP, None, done, None)))
             ok = done.wait(timeout)
-        except gevent.queue.Full:
-            ok = False
-        if not ok:
-            self._batcher.kill(block=True, timeout=5)
-        self._batcher = None
-        if self._in_flight is not None:
-            self._in_flight[0].wait(5)
+            if not ok:
+                self._batcher.kill(block=True, timeout=5)
+            self._batcher = None
+            for flight in (self._in_flight, self._lane):
+                if flight is not None:
+                    flight.result.wait(5)
         self.pool.close()
+        if self._lane_pool is not None:
+            self._lane_pool.close()
         return ok
 
     @property
     def pending(self) -> int:
         """Submissions waiting in the queue."""
         return self._queue.qsize()
+
+    def _put(self, item) -> None:
+        """Queue a submission; blocks while ``max_pending`` of its rank wait.
+
+        Strategy: a submission that may take the lane is taken before the
+        others and has slots of its own, so a new router's Peer Up is neither
+        stuck behind nor starved by another router's table load.  It ranks
+        first only when none of its router's earlier submissions wait in turn:
+        each router's submissions are still taken in the order they came.
+        """
+        router_ip = item[1]
+        if self._lane_store is not None and not self._queued[router_ip] and _lane_kind(item):
+            self._lane_slots.acquire()
+            self._queue.put((_LANE_FIRST, next(self._arrival), item))
+            return
+        self._queued[router_ip] += 1  # before blocking: its next submission must wait too
+        try:
+            self._slots.acquire()
+        except BaseException:
+            self._taken(router_ip)
+            raise
+        self._queue.put((_IN_TURN, next(self._arrival), item))
+
+    def _lane_bound_next(self) -> bool:
+        try:
+            return self._queue.peek_nowait()[0] == _LANE_FIRST
+        except gevent.queue.Empty:
+            return False
+
+    def _take(self, timeout: float):
+        """The next submission (or flush/stop), lane-bound ones first; None after ``timeout``."""
+        try:
+            rank, _arrival, item = self._queue.get(timeout=timeout)
+        except gevent.queue.Empty:
+            return None
+        if rank == _LANE_FIRST:
+            self._lane_slots.release()
+        elif item[0] != _FLUSH and item[0] != _STOP:
+            self._slots.release()
+            self._taken(item[1])
+        return item
+
+    def _taken(self, router_ip: str) -> None:
+        self._queued[router_ip] -= 1
+        if not self._queued[router_ip]:
+            del self._queued[router_ip]
 
     # -- the batcher greenlet ----------------------------------------------
 
@@ -161,20 +255,26 @@ class Writer:
             self._startup()
             deadline = None
             while True:
+                # Lane-bound submissions queued next go along in the same
+                # lane batch (a connect and the router's first events).
+                if not self._lane_bound_next():
+                    self._send_lane()
                 # Wake up for the batch deadline, for maintenance when idle
                 # (partitions ahead, retention), and often while a batch is
                 # in the database, so a failure there is noticed and retried
-                # even when the routers have gone quiet.
+                # even when the routers have gone quiet, and the lane is
+                # free again soon after its batch is committed.
                 now = time.monotonic()
                 wake = self._next_maintenance if deadline is None else deadline
                 if self._in_flight is not None:
                     wake = min(wake, now + _IN_FLIGHT_POLL)
-                try:
-                    item = self._queue.get(timeout=max(0.0, wake - now))
-                except gevent.queue.Empty:
-                    item = None
-                if self._in_flight is not None and self._in_flight[0].ready():
+                if self._lane is not None:
+                    wake = min(wake, now + _LANE_POLL)
+                item = self._take(max(0.0, wake - now))
+                if self._in_flight is not None and self._in_flight.result.ready():
                     self._wait_in_flight()
+                if self._lane is not None and self._lane.result.ready():
+                    self._wait_lane()
                 if item is None:
                     now = time.monotonic()
                     if deadline is not None and now >= deadline:
@@ -186,17 +286,19 @@ class Writer:
                 kind = item[0]
                 if kind == _FLUSH or kind == _STOP:
                     self._dispatch()
-                    self._wait_in_flight()
+                    self._drain()
                     item[2].set()
                     if kind == _STOP:
                         return
                     deadline = None
                     continue
-                self._add(item)
-                if deadline is None:
+                lane = self._takes_lane(item)
+                self._add(item, lane)
+                if deadline is None and not lane:
                     deadline = time.monotonic() + self.batch_timeout
                 # The deadline holds even while submissions keep coming.
-                if self._builder.route_count >= self.batch_size or time.monotonic() >= deadline:
+                if deadline is not None and (self._builder.route_count >= self.batch_size
+                                             or time.monotonic() >= deadline):
                     self._dispatch()
                     deadline = None
                 # Building lines is CPU work in the hub's thread: let the
@@ -208,22 +310,36 @@ class Writer:
             log.exception("route_writer_crashed")
             raise
 
-    def _add(self, item) -> None:
+    def _takes_lane(self, item) -> bool:
+        """Whether ``item`` goes to the lane: no routes, and nothing of its router
+        in the main batch being built or in flight (those are applied first)."""
+        router_ip = item[1]
+        if self._lane_store is None or router_ip in self._builder.routers:
+            return False
+        if self._in_flight is not None and router_ip in self._in_flight.batch.routers:
+            return False
+        return _lane_kind(item)
+
+    def _add(self, item, lane: bool) -> None:
         kind, router_ip, events, at = item
+        builder = self._lane_builder if lane else self._builder
         try:
             if kind == "events":
-                self.stats["submitted_routes"] += self._builder.add_events(router_ip, events, at)
+                self.stats["submitted_routes"] += builder.add_events(router_ip, events, at)
             elif kind == "connect":
-                self._builder.add_connect(router_ip, at)
+                builder.add_connect(router_ip, at)
             else:
-                self._builder.add_disconnect(router_ip, at)
+                builder.add_disconnect(router_ip, at)
         except Exception as exc:  # noqa: BLE001 - one bad submission must not stop the writer
             # The builder may hold part of this submission: start the batch
             # over from its recorded items, without the bad one.
-            items = self._builder.items[:-1]
-            self._builder = BatchBuilder(max_gen=self._builder.max_gen)
-            for good in items:
-                self._builder.add_item(good)
+            rebuilt = BatchBuilder(max_gen=builder.max_gen)
+            for good in builder.items[:-1]:
+                rebuilt.add_item(good)
+            if lane:
+                self._lane_builder = rebuilt
+            else:
+                self._builder = rebuilt
             log.error("route_processing_error", exc_info=True,
                       extra={"route_count": _count_routes(events), "error": str(exc),
                              "router_ip": router_ip})
@@ -250,21 +366,47 @@ class Writer:
                 log.exception("database_maintenance_failed")
 
     def _dispatch(self) -> None:
-        """Send the batch being built to the database, after the one in flight."""
-        self._wait_in_flight()
+        """Send the batch being built to the database, after everything sent before."""
+        self._drain()
         self._maintain()
         if self._builder.empty:
             return
-        batch = self._builder.take()
-        pool = gevent.get_hub().threadpool
-        self._in_flight = (pool.spawn(self._apply_isolating, batch), batch)
+        self._in_flight = self._launch(_Flight(self._builder.take(), self.store))
+
+    def _send_lane(self) -> None:
+        """Send the lane's waiting submissions, unless a lane batch is in the database."""
+        if self._lane is None and not self._lane_builder.empty:
+            self._lane = self._launch(_Flight(self._lane_builder.take(), self._lane_store))
+
+    def _drain(self) -> None:
+        """Wait until every batch sent, and every lane submission, is committed."""
+        self._wait_lane()
+        self._send_lane()
+        self._wait_in_flight()
+        self._wait_lane()
 
     def _wait_in_flight(self) -> None:
-        """Wait for the batch in the database; retry it until it is committed."""
-        while self._in_flight is not None:
-            result, batch = self._in_flight
+        if self._in_flight is not None:
+            self._settle(self._in_flight)
+            self._in_flight = None
+
+    def _wait_lane(self) -> None:
+        if self._lane is not None:
+            self._settle(self._lane)
+            self._lane = None
+
+    def _launch(self, flight: _Flight) -> _Flight:
+        pool = gevent.get_hub().threadpool
+        flight.result = pool.spawn(self._apply_isolating, flight.batch, flight.store)
+        return flight
+
+    def _settle(self, flight: _Flight) -> None:
+        """Wait for ``flight``; retry its batch until it is committed."""
+        batch = flight.batch
+        while True:
             try:
-                outcome = result.get()
+                outcome = flight.result.get()
+                break
             except Exception as exc:  # noqa: BLE001 - every failure is retried or reported
                 if not is_connection_error(exc):
                     # _apply_isolating only lets connection errors out; anything
@@ -272,17 +414,19 @@ class Writer:
                     log.error("route_processing_error", exc_info=True,
                               extra={"route_count": batch.route_count, "error": str(exc)})
                 self._outage(exc, batch)
-                pool = gevent.get_hub().threadpool
-                self._in_flight = (pool.spawn(self._apply_isolating, batch), batch)
-                continue
-            self._in_flight = None
-            if not outcome.get("dropped"):
-                # Its attribute sets are in the database: later batches name them only.
-                self._builder.confirm(batch)
+                self._launch(flight)
+        if not outcome.get("dropped"):
+            # Its attribute sets are in the database: later batches name them only.
+            self._builder.confirm(batch)
+        # An outage that failed the other batch too is over once that one is through.
+        if not any(other is not None and other is not flight and other.failed
+                   for other in (self._in_flight, self._lane)):
             self._recovered(batch)
-            self.stats["batches"] += 1
-            self.stats["routes"] += batch.route_count - outcome.get("dropped", 0)
-            self.stats["dropped_routes"] += outcome.get("dropped", 0)
+        self.stats["batches"] += 1
+        if flight.store is self._lane_store:
+            self.stats["lane_batches"] += 1
+        self.stats["routes"] += batch.route_count - outcome.get("dropped", 0)
+        self.stats["dropped_routes"] += outcome.get("dropped", 0)
 
     def _call(self, func, what: str):
         """Run ``func`` on a native thread, retrying through database outages."""
@@ -328,25 +472,32 @@ class Writer:
                             "route_count": batch.route_count if batch is not None else 0})
             self._outage_since = None
             self._outage_attempts = 0
+            # The idle connections of a pool that sat out the outage are
+            # likely dead (a server restart): a fresh one beats a second
+            # outage at its next use.  Not while a thread may be using it.
+            for pool, flight in ((self.pool, self._in_flight), (self._lane_pool, self._lane)):
+                if pool is not None and flight is None:
+                    pool.close()
 
     # -- on the native thread ----------------------------------------------
 
-    def _apply_isolating(self, batch: Batch) -> dict:
-        """Apply ``batch``; if its content is rejected, split until the culprit is alone.
+    def _apply_isolating(self, batch: Batch, store: Store) -> dict:
+        """Apply ``batch`` with ``store``; if its content is rejected, split until
+        the culprit is alone.
 
         Connection errors propagate (the batcher retries the whole batch).
         """
         error = None
         for attempt in range(2):
             try:
-                return self.store.apply(batch)
+                return store.apply(batch)
             except psycopg2.Error as exc:
                 if is_connection_error(exc):
                     raise
                 error = exc
                 # Once more with fresh knowledge of the database (a partition
                 # dropped behind our back, say) before blaming the content.
-                self.store.forget()
+                store.forget()
         halves = _split(batch.items)
         if halves is None:
             log.error("route_processing_error",
@@ -361,8 +512,16 @@ class Writer:
             # Derived ids: if the connection fails after the first half was
             # committed, the retry of the whole batch skips that half.
             half_id = str(uuid.uuid5(uuid.UUID(batch.batch_id), str(number)))
-            dropped += self._apply_isolating(builder.take(half_id)).get("dropped", 0)
+            dropped += self._apply_isolating(builder.take(half_id), store).get("dropped", 0)
         return {"dropped": dropped}
+
+
+def _lane_kind(item) -> bool:
+    """Whether a submission is of a kind the lane takes: a connect, or events without routes."""
+    kind, _router_ip, events, _at = item
+    if kind == "events":
+        return all(type(event) in _LANE_EVENTS for event in events)
+    return kind == "connect"
 
 
 def _count_routes(events) -> int:
