@@ -243,12 +243,12 @@ class BatchBuilder:
     is recomputing digests and sending some sets again).
     """
 
-    def __init__(self, max_gen: int = 8, attr_cache_size: int = 50000,
+    def __init__(self, max_gen: int = 8, attr_cache_size: int = 20000,
                  stored_size: int = 250000):
         self.max_gen = max_gen
         self.attr_cache_size = attr_cache_size
         self.stored_size = stored_size
-        self._attr_cache: dict = {}  # (Attributes, next hop) -> digest text
+        self._attr_cache: dict = {}  # (Attributes, next hop) -> digest
         self._stored: set = set()  # digests in committed batches
         self._peer_cache: dict = {}
         self._reset()
@@ -370,7 +370,7 @@ class BatchBuilder:
             self._stored.clear()
         self._stored |= batch.attr_digests
 
-    def _attrs(self, attrs, next_hop) -> str:
+    def _attrs(self, attrs, next_hop) -> int:
         """The digest of the attribute set, its line added to the segment if needed."""
         # Keyed by content, not identity: the decoder's own cache is bounded,
         # so equal attribute sets may come as distinct objects.
@@ -379,7 +379,7 @@ class BatchBuilder:
         line = None
         if digest is None:
             line, number = attribute_fields(attrs, next_hop)
-            digest = self._attr_cache[key] = str(number)
+            digest = self._attr_cache[key] = number
         if digest not in self._stored and digest not in self.attr_digests:
             if line is None:
                 line = attribute_fields(attrs, next_hop)[0]
@@ -415,7 +415,7 @@ class BatchBuilder:
                 "afi_safi": family})
 
     def _route_set(self, rs, head: str, scope_head: tuple, asn: int, withdrawn: bool,
-                   digest: str) -> None:
+                   digest) -> None:
         family = rs.afi_safi or family_name(rs.afi, rs.safi)
         scope = scope_head + (family,)
         ref_key = scope + (asn,)
@@ -460,7 +460,7 @@ class BatchBuilder:
         self.route_count += len(rs.nlri)
 
     @staticmethod
-    def _route_tail(nlri, flag: str, digest: str, unicast: bool) -> str:
+    def _route_tail(nlri, flag: str, digest, unicast: bool) -> str:
         """nlri .. evpn fields of a non-simple route (VPN, labeled, EVPN, Add-Path)."""
         key = nlri.prefix if unicast else copy_escape(nlri.key)
         prefix = nlri.prefix if nlri.prefix is not None else NULL
