@@ -60,8 +60,9 @@ def still_running(dsn: str, pid: int, xact_start) -> bool:
 def copy_in_flight(pg_server, pg_template, tmp_path_factory):
     """One run of the scenario, measured; the tests below assert on the measurements.
 
-    Router A loads a 240k-route table with BATCH_SIZE 150,000 and BATCH_TIMEOUT
-    60 (one large batch: seconds of COPY and merge) and STATS_INTERVAL 0.2.  As soon as one of
+    Router A loads a 240k-route table with BATCH_SIZE 240,000 and BATCH_TIMEOUT
+    60 (the whole table in one batch: about five seconds of COPY and merge, so
+    it is still running when B's two seconds are over) and STATS_INTERVAL 0.2.  As soon as one of
     the writer's COPYs is running, router B sends an Initiation and its Peer Ups;
     B's bmp_peer_up log lines and bgp_peers rows are waited for, at most one second;
     B stays connected two seconds, its route_stats lines timed.
@@ -71,7 +72,7 @@ def copy_in_flight(pg_server, pg_template, tmp_path_factory):
     dsn = pg_server.dsn(name)
     path, counts = synthetic_table(200_000, 40_000)
     data, ups = peer_up_prefix("gobgp-both-small-1")
-    serve = Serve(tmp_path_factory.mktemp("serve"), dsn, BATCH_SIZE="150000",
+    serve = Serve(tmp_path_factory.mktemp("serve"), dsn, BATCH_SIZE="240000",
                   BATCH_TIMEOUT="60", STATS_INTERVAL="0.2")
     loader = Sender(LOADER, serve.port, path)
     found = {"ups": ups, "table": counts["routes"]}

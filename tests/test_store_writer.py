@@ -459,3 +459,46 @@ def test_outage_retries_the_lane(make_local_pg, make_writer, bmp_events, caplog)
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("database_unavailable") == 1
     assert messages.count("database_recovered") == 1
+
+
+def test_queue_slots_go_to_the_oldest_waiter():
+    """A released slot is handed to the router waiting longest, not to the one
+    that happens to be running (which would otherwise keep winning: starvation)."""
+    from pybmpmon.store.writer import _FairSlots
+
+    slots = _FairSlots(1)
+    order = []
+    slots.acquire()  # "router A" holds the only slot
+
+    def waiter(name):
+        slots.acquire()
+        order.append(name)
+
+    b = gevent.spawn(waiter, "B")
+    c = gevent.spawn(waiter, "C")
+    gevent.sleep(0)  # both are waiting now
+    slots.release()
+    # A asks again at once, before B has run: it must queue behind B and C.
+    a = gevent.spawn(waiter, "A")
+    gevent.sleep(0)
+    assert order == ["B"]
+    slots.release()
+    gevent.sleep(0)
+    slots.release()
+    gevent.joinall([a, b, c], timeout=5)
+    assert order == ["B", "C", "A"]
+
+
+def test_a_waiter_killed_in_line_gives_up_its_place():
+    from pybmpmon.store.writer import _FairSlots
+
+    slots = _FairSlots(1)
+    slots.acquire()
+    got = []
+    doomed = gevent.spawn(slots.acquire)
+    patient = gevent.spawn(lambda: (slots.acquire(), got.append("patient")))
+    gevent.sleep(0)
+    doomed.kill()
+    slots.release()
+    patient.join(timeout=5)
+    assert got == ["patient"]

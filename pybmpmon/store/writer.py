@@ -53,12 +53,11 @@ import itertools
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import Callable, Optional
 
 import gevent
 import gevent.event
-import gevent.lock
 import gevent.queue
 import psycopg2
 
@@ -77,6 +76,40 @@ _LANE_FIRST, _IN_TURN = 0, 1  # queue ranks: lane-bound submissions are taken fi
 # Events that touch only their router's own rows (routers, bgp_peers) and
 # append-only tables: they may take the lane.  Not route_state.
 _LANE_EVENTS = frozenset({Initiation, PeerUp, StatisticsReport, Termination, RouteMirroring})
+
+
+class _FairSlots:
+    """``size`` slots handed out strictly first come, first served.
+
+    gevent's semaphores let a running greenlet take a slot just released for
+    a waiting one; under load the router being read keeps winning and the
+    others starve.  Here a released slot goes straight to the oldest waiter.
+    """
+
+    def __init__(self, size: int):
+        self._free = size
+        self._waiters: deque = deque()
+
+    def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        granted = gevent.event.Event()
+        self._waiters.append(granted)
+        try:
+            granted.wait()
+        except BaseException:
+            if granted.is_set():
+                self.release()  # handed over meanwhile: pass it on
+            else:
+                self._waiters.remove(granted)
+            raise
+
+    def release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self._free += 1
 
 
 class _Flight:
@@ -130,8 +163,8 @@ class Writer:
         # Ranked (rank, arrival, item); each rank has max_pending slots.
         self._queue: gevent.queue.PriorityQueue = gevent.queue.PriorityQueue()
         self._arrival = itertools.count()
-        self._slots = gevent.lock.BoundedSemaphore(max_pending)
-        self._lane_slots = gevent.lock.BoundedSemaphore(max_pending)
+        self._slots = _FairSlots(max_pending)
+        self._lane_slots = _FairSlots(max_pending)
         self._queued: Counter = Counter()  # router_ip -> its submissions queued in turn
         self._builder = BatchBuilder(max_gen=max_gen)
         self._lane_builder = BatchBuilder(max_gen=max_gen)  # lane submissions not sent yet
