@@ -119,3 +119,39 @@ def test_partitions_made_ahead_and_dropped_after_retention(db_dsn, store, bmp_ev
     assert name(int(old // 86400)) in dropped
     assert rows(db_dsn, "SELECT count(*) FROM route_updates")[0][0] == 1
     assert rows(db_dsn, "SELECT count(*) FROM route_state")[0][0] == 2  # state is kept
+
+
+def test_unused_attribute_sets_are_pruned_after_retention(db_dsn, store, bmp_events):
+    """A set no current route uses, last sent before the retention cutoff (minus the
+    grace), is deleted; a set in use, or sent recently, stays."""
+    ev = bmp_events
+    peer = ev.peer()
+    now = time.time()
+    in_use, replaced, recent = (ev.attrs(as_path=(65001, asn)) for asn in (1, 2, 3))
+    apply(store, [ev.announce(peer, ["10.0.0.0/8"], in_use),
+                  ev.announce(peer, ["11.0.0.0/8"], replaced),
+                  ev.announce(peer, ["12.0.0.0/8"], recent)], now)
+    apply(store, [ev.announce(peer, ["11.0.0.0/8"], in_use),  # `replaced` is unused now
+                  ev.withdraw(peer, ["12.0.0.0/8"])], now)  # the state keeps `recent`
+    apply(store, [ev.announce(peer, ["13.0.0.0/8"], recent)], now)
+    apply(store, [ev.announce(peer, ["13.0.0.0/8"], in_use)], now)  # `recent`: still by 12/8
+
+    def sets():
+        return {tuple(r[0]) for r in rows(db_dsn, "SELECT as_path FROM route_attrs")}
+
+    assert sets() == {(65001, 1), (65001, 2), (65001, 3)}
+    # Last sent 20 days ago (retention is 7 days, grace 2): only `replaced` goes.
+    with psycopg2.connect(db_dsn) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE route_attrs SET last_sent = now() - interval '20 days'")
+    assert store.maintain(now)["attrs_pruned"] == 1
+    assert sets() == {(65001, 1), (65001, 3)}
+    # Nothing else is unused; and a set sent recently stays even when unused.
+    apply(store, [ev.announce(peer, ["10.0.0.0/8"], replaced)], now)  # sent again
+    apply(store, [ev.announce(peer, ["10.0.0.0/8"], in_use)], now)
+    store._attrs_pruned_at = None  # pruning runs once a day
+    assert store.maintain(now)["attrs_pruned"] == 0
+    assert sets() == {(65001, 1), (65001, 2), (65001, 3)}
+    # Every announcement is still in the history view (the pruned set came back
+    # with the same digest when it was sent again).
+    assert rows(db_dsn, "SELECT count(*) FROM route_updates WHERE NOT is_withdrawn "
+                        "AND as_path IS NOT NULL")[0][0] == 8

@@ -117,3 +117,25 @@ def test_rebuilding_from_items_gives_the_same_lines(bmp_events):
     copy = again.take()
     assert [getattr(p, "lines", p) for p in copy.parts] == \
         [getattr(p, "lines", p) for p in batch.parts]
+
+
+def test_stored_attribute_sets_are_sent_again_after_an_hour(bmp_events):
+    """So that the database sees a set in use refreshed (route_attrs.last_sent)."""
+    ev = bmp_events
+    now = [0.0]
+    builder = BatchBuilder(clock=lambda: now[0])
+    peer = ev.peer()
+
+    def carried(prefix):
+        builder.add_events("r", [ev.announce(peer, [prefix])], 1700000000.0)
+        batch = builder.take()
+        builder.confirm(batch)
+        return sum(len(part.attrs) for part in batch.parts)
+
+    assert carried("10.0.0.0/8") == 1
+    now[0] = 3599.0
+    assert carried("11.0.0.0/8") == 0
+    now[0] = 3600.0
+    assert carried("12.0.0.0/8") == 0  # its confirmation, an hour on, forgets the set
+    assert carried("13.0.0.0/8") == 1  # so it is sent again
+    assert carried("14.0.0.0/8") == 0

@@ -29,6 +29,11 @@ PARTITION_PREFIX = "route_history_p"
 PARTITION_LOCK_KEY = 0x70796264  # advisory lock serialising partition DDL
 # Partitions are made this many days ahead of the newest row seen.
 DAYS_AHEAD = 2
+# Attribute sets: pruned once a day, when last sent more than this before the
+# retention cutoff (history rows are stamped up to a day before receipt, and
+# a writer names a set for an hour after sending it).
+ATTRS_PRUNE_INTERVAL = 86400.0
+ATTRS_GRACE = 2 * 86400.0
 COPY_BUFFER = 8 << 20
 
 
@@ -82,6 +87,7 @@ class Store:
         self._partition_days: Optional[set] = None
         self.timings: dict = {}  # seconds per step of the last batch (benchmarks, debugging)
         self._native_partitions: Optional[bool] = None
+        self._attrs_pruned_at: Optional[float] = None
 
     # -- batches -----------------------------------------------------------
 
@@ -252,11 +258,12 @@ class Store:
         log.info("route_partition_created", extra={"partition": name})
 
     def maintain(self, now: Optional[float] = None) -> dict:
-        """Partitions ahead, retention, pruning of the batch ledger."""
+        """Partitions ahead, retention, pruning of the batch ledger and attribute sets."""
         now = time.time() if now is None else now
         today = int(now // 86400)
         self.ensure_partitions(range(today - 1, today + DAYS_AHEAD + 1))
         dropped = []
+        pruned = 0
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
                 cur.execute(sql.PRUNE_BATCHES)
@@ -271,10 +278,17 @@ class Store:
                     for table in ("stats_reports", "peer_events"):
                         cur.execute(f"DELETE FROM {table} WHERE time < to_timestamp(%s)",
                                     (cutoff,))
+                    if (self._attrs_pruned_at is None
+                            or now - self._attrs_pruned_at >= ATTRS_PRUNE_INTERVAL):
+                        cur.execute(sql.PRUNE_ATTRS, {"before": cutoff - ATTRS_GRACE})
+                        pruned = cur.rowcount
+                        self._attrs_pruned_at = now
             conn.commit()
         if dropped:
             log.info("route_partitions_dropped", extra={"partitions": dropped})
-        return {"dropped": dropped}
+        if pruned:
+            log.info("route_attrs_pruned", extra={"count": pruned})
+        return {"dropped": dropped, "attrs_pruned": pruned}
 
     def _drop_partitions(self, cur, cutoff: float) -> list:
         """Drop the daily partitions that end at or before ``cutoff``."""

@@ -240,16 +240,23 @@ class BatchBuilder:
     stored after its batch's COMMIT.  Memory stays bounded: the cache from
     Attributes to digest holds ``attr_cache_size`` entries and the stored
     digests ``stored_size``; when either is full it starts over (the price
-    is recomputing digests and sending some sets again).
+    is recomputing digests and sending some sets again).  The stored digests
+    are also forgotten every ``stored_ttl`` seconds, so that a set is sent
+    again (refreshing its last_sent) while it is in use: the database prunes
+    sets by that date (sql.PRUNE_ATTRS).
     """
 
     def __init__(self, max_gen: int = 8, attr_cache_size: int = 20000,
-                 stored_size: int = 250000):
+                 stored_size: int = 250000, stored_ttl: float = 3600.0,
+                 clock=time.monotonic):
         self.max_gen = max_gen
         self.attr_cache_size = attr_cache_size
         self.stored_size = stored_size
+        self.stored_ttl = stored_ttl
+        self._clock = clock
         self._attr_cache: dict = {}  # (Attributes, next hop) -> digest
         self._stored: set = set()  # digests in committed batches
+        self._stored_since = clock()
         self._peer_cache: dict = {}
         self._reset()
 
@@ -366,8 +373,11 @@ class BatchBuilder:
 
     def confirm(self, batch: Batch) -> None:
         """``batch`` is committed: the attribute sets it carried are stored."""
-        if len(self._stored) + len(batch.attr_digests) > self.stored_size:
+        now = self._clock()
+        if (len(self._stored) + len(batch.attr_digests) > self.stored_size
+                or now - self._stored_since >= self.stored_ttl):
             self._stored.clear()
+            self._stored_since = now
         self._stored |= batch.attr_digests
 
     def _attrs(self, attrs, next_hop) -> int:

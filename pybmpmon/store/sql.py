@@ -67,11 +67,25 @@ FILL_STAGE_SCOPES = (
 )
 FILL_STAGE_SCOPES_TEMPLATE = "(%s::smallint, %s::inet, %s::inet, %s, %s, %s, %s::bigint)"
 
-# Attribute sets this batch may be the first to use.
+# Attribute sets this batch may be the first to use; a set already stored
+# has its last_sent refreshed (at most every ten minutes: see PRUNE_ATTRS).
 STORE_ATTRS = (
     "INSERT INTO route_attrs (attr_hash, " + ", ".join(ATTRIBUTE_COLUMNS) + ") "
     "SELECT DISTINCT ON (attr_hash) attr_hash, " + ", ".join(ATTRIBUTE_COLUMNS)
-    + " FROM stage_attrs ON CONFLICT (attr_hash) DO NOTHING"
+    + " FROM stage_attrs ON CONFLICT (attr_hash) DO UPDATE SET last_sent = now() "
+    "WHERE route_attrs.last_sent < now() - interval '10 minutes'"
+)
+
+# Attribute sets nobody uses any more: no route_current row names them, and
+# they were last sent before %(before)s, which the caller puts far enough
+# back that every history row naming them is past retention, and no writer
+# still counts them as stored (a writer forgets after an hour, see
+# rows.BatchBuilder).  EXCEPT: one pass over route_current, whatever the
+# number of candidates.
+PRUNE_ATTRS = (
+    "WITH unused AS (SELECT attr_hash FROM route_attrs WHERE last_sent < to_timestamp(%(before)s) "
+    "EXCEPT SELECT attr_hash FROM route_current WHERE attr_hash IS NOT NULL) "
+    "DELETE FROM route_attrs a USING unused u WHERE a.attr_hash = u.attr_hash"
 )
 
 # The stage's nlri is the route's text key (for unicast, the prefix as the

@@ -144,8 +144,11 @@ CREATE TABLE route_scopes (
 );
 
 -- Attribute sets.  attr_hash is a BLAKE2b digest (8 bytes) of the set's
--- text; rows are only ever added (ON CONFLICT DO NOTHING), so a set shared
--- by a million routes is written once.
+-- text, so a set shared by a million routes is written once.  last_sent:
+-- when a writer last sent the set (refreshed at most every ten minutes); a
+-- writer names a set without sending it for at most an hour after that.
+-- Maintenance deletes the sets that no route_current row uses and that were
+-- last sent long enough ago for their history to be past ROUTE_RETENTION.
 CREATE TABLE route_attrs (
     attr_hash bigint PRIMARY KEY,
     next_hop inet,
@@ -161,7 +164,8 @@ CREATE TABLE route_attrs (
     aggregator text,
     originator_id inet,
     cluster_list inet[],
-    first_seen timestamptz NOT NULL DEFAULT now()
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_sent timestamptz NOT NULL DEFAULT now()
 );
 
 -- Route history: one row per announce or withdraw, partitioned by day (or a
