@@ -442,7 +442,7 @@ def test_outage_retries_the_lane(make_local_pg, make_writer, bmp_events, caplog)
     threadpool = gevent.get_hub().threadpool
 
     def lane_retried():
-        return any(r.getMessage() == "database_retry" and r.route_count == 0
+        return any(r.getMessage() == "database_retry" and r.operation == "lane batch"
                    for r in caplog.records)
 
     with caplog.at_level(logging.DEBUG, logger="pybmpmon.store.writer"):

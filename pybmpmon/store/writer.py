@@ -446,7 +446,8 @@ class Writer:
                     # else is a bug: report and keep the batch (retry).
                     log.error("route_processing_error", exc_info=True,
                               extra={"route_count": batch.route_count, "error": str(exc)})
-                self._outage(exc, batch)
+                self._outage(exc, batch,
+                             what="lane batch" if flight.store is self._lane_store else "batch")
                 self._launch(flight)
         if not outcome.get("dropped"):
             # Its attribute sets are in the database: later batches name them only.
@@ -476,8 +477,14 @@ class Writer:
             return result
 
     def _outage(self, exc: BaseException, batch: Optional[Batch], what: str = "batch") -> None:
-        """Log the failure (first time loudly), then sleep the backoff."""
-        routes = batch.route_count if batch is not None else 0
+        """Log the failure (first time loudly), then sleep the backoff.
+
+        route_count: the routes the outage holds up, i.e. those of the failed
+        batch, of the main batch in flight, of the batch being built and of
+        the queued submissions (a lane batch that fails first has none of its
+        own).
+        """
+        routes = self._held_up(batch)
         self.stats["retries"] += 1
         if self._outage_since is None:
             self._outage_since = time.monotonic()
@@ -494,8 +501,20 @@ class Writer:
         self._outage_attempts += 1
         delay = min(self.retry_max, self.retry_initial * 2 ** (self._outage_attempts - 1))
         log.debug("database_retry", extra={"attempt": self._outage_attempts, "delay_s": delay,
-                                           "route_count": routes})
+                                           "route_count": routes, "operation": what})
         gevent.sleep(delay)
+
+    def _held_up(self, batch: Optional[Batch]) -> int:
+        routes = self._builder.route_count
+        if batch is not None:
+            routes += batch.route_count
+        main = self._in_flight
+        if main is not None and main.batch is not batch:
+            routes += main.batch.route_count
+        for _rank, _arrival, item in list(self._queue.queue):
+            if item[0] == "events":
+                routes += _count_routes(item[2])
+        return routes
 
     def _recovered(self, batch: Optional[Batch]) -> None:
         if self._outage_since is not None:
