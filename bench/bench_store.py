@@ -94,17 +94,20 @@ def history_lines(chunks, batch_size: int) -> list:
             refs = {str(ref): scope for scope, ref in getattr(part, "scopes", {}).items()}
             for line in getattr(part, "lines", ()):
                 f = line[:-1].split("\t")
-                # stage: gen, time, sref, nlri, prefix, path_id, rd, withdrawn, attr_hash,
-                # labels, evpn...; sref stands for (router, peer, rd, rib, family, asn).
-                stamp = f[1]
-                text = time_text.get(stamp)
-                if text is None:
-                    text = dt.datetime.fromtimestamp(float(stamp), dt.timezone.utc).isoformat()
-                    time_text[stamp] = text
-                router, peer, rd, rib, family, asn = refs[f[2]]
-                nlri = f[3] if f[3] != NULL else f[4]
-                row = [text, router, peer, rd, str(asn), rib, family, nlri, *f[4:8],
-                       attr_sets[f[8]], *f[9:]]
+                # stage: gen, time, received, sref, nlri, prefix, path_id, rd, withdrawn,
+                # attr_hash, labels, evpn...; sref stands for (router, peer, rd, rib,
+                # family, asn).
+                times = []
+                for stamp in f[1:3]:
+                    text = time_text.get(stamp)
+                    if text is None:
+                        text = dt.datetime.fromtimestamp(float(stamp),
+                                                         dt.timezone.utc).isoformat()
+                        time_text[stamp] = text
+                    times.append(text)
+                router, peer, rd, rib, family, asn = refs[f[3]]
+                row = [*times, router, peer, rd, str(asn), rib, family, *f[4:9],
+                       attr_sets[f[9]], *f[10:]]
                 current.append("\t".join(row) + "\n")
                 if len(current) >= batch_size:
                     batches.append(current)
@@ -115,9 +118,9 @@ def history_lines(chunks, batch_size: int) -> list:
 
 
 RAW_COLUMNS = (
-    "time, router_ip, peer_ip, peer_rd, peer_asn, rib, afi_safi, nlri, prefix, path_id, rd, "
-    "is_withdrawn, next_hop, origin, as_path, origin_as, med, local_pref, communities, "
-    "large_communities, ext_communities, atomic_aggregate, aggregator, originator_id, "
+    "time, received_at, router_ip, peer_ip, peer_rd, peer_asn, rib, afi_safi, nlri, prefix, "
+    "path_id, rd, is_withdrawn, next_hop, origin, as_path, origin_as, med, local_pref, "
+    "communities, large_communities, ext_communities, atomic_aggregate, aggregator, originator_id, "
     "cluster_list, labels, evpn_route_type, evpn_esi, evpn_ethernet_tag, evpn_mac, evpn_ip, "
     "evpn_gateway"
 )

@@ -65,8 +65,9 @@ def test_public_interface(db_dsn):
         assert route_updates[name] == "bigint" and state[name] == "bigint"
     assert route_updates["as_path"] == "ARRAY" and route_updates["prefix"] == "cidr"
     assert columns(db_dsn, "bgp_peers")["peer_asn"] == "bigint"
-    # Every route_updates column is in route_state under the same name.
-    assert set(route_updates) - {"time", "cause"} <= set(state)
+    # Every route_updates column is in route_state under the same name, except
+    # those of the event itself (its times).
+    assert set(route_updates) - {"time", "received_at", "cause"} <= set(state)
 
 
 def test_concurrent_migrations(empty_db_dsn):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pybmpmon.store.rows import (
@@ -59,14 +61,15 @@ def test_unicast_line_layout(bmp_events):
     batch = builder.take()
     (seg,) = batch.parts
     announce, withdraw = (fields(line) for line in seg.lines)
-    assert len(announce) == len(withdraw) == 16
-    assert announce[:8] == ["0", "1700000000.500000", "0", "10.0.0.0/8", "10.0.0.0/8", "0", NULL,
-                            "f"]
-    assert withdraw[7] == "t" and withdraw[8] == NULL  # no attribute set
+    assert len(announce) == len(withdraw) == 17
+    # The header time is 0 (not sane): the receive time stands in for it.
+    assert announce[:9] == ["0", "1700000000.500000", "1700000000.500000", "0", "10.0.0.0/8",
+                            "10.0.0.0/8", "0", NULL, "f"]
+    assert withdraw[8] == "t" and withdraw[9] == NULL  # no attribute set
     # The attribute set is a line of its own, named by its digest.
     (attr_line,) = seg.attrs
     attr = fields(attr_line)
-    assert len(attr) == 14 and attr[0] == announce[8]
+    assert len(attr) == 14 and attr[0] == announce[9]
     assert attr[1:8] == ["192.0.2.1", "igp", "{65001,65100}", "65100", "5", NULL, "{65001:1}"]
     assert batch.route_count == 2 and batch.days == frozenset({1700000000 // 86400})
     assert seg.scopes == {("10.0.0.1", "192.0.2.1", "0", "adj_in_pre", "ipv4_unicast", 65001): 0}
@@ -100,6 +103,7 @@ def test_end_of_rib_is_an_operation(bmp_events):
                              ev.end_of_rib(ev.peer(post_policy=True), "ipv6_unicast")])
     seg, eor = builder.take().parts
     assert eor.kind == "end_of_rib"
+    assert abs(eor.data.pop("received") - time.time()) < 60
     assert eor.data == {"peer_ip": "192.0.2.1", "peer_rd": "0", "rib": "adj_in_post",
                         "afi_safi": "ipv6_unicast"}
 

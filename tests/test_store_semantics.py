@@ -410,3 +410,22 @@ def test_attribute_sets_are_sent_until_a_batch_holding_them_commits(db, bmp_even
     db.apply([ev.withdraw(peer, ["12.0.0.0/8"])])
     assert db.one("SELECT as_path FROM route_updates WHERE is_withdrawn")["as_path"] is None
     assert db.state("12.0.0.0/8")["as_path"] == [65001, 4200000010]
+
+
+def test_history_keeps_router_time_and_receive_time(db, bmp_events):
+    """time: the per-peer header time when sane (a dumped route's learn time);
+    received_at: when the collector read it, also for implied withdrawals."""
+    ev = bmp_events
+    learned = NOW - 3600
+    peer = ev.peer(timestamp=learned)
+    db.apply((ROUTER, [ev.announce(peer, ["10.0.0.0/8"])], NOW))
+    db.apply((ROUTER, [ev.peer_down(ev.peer(timestamp=NOW + 5))], NOW + 10))
+    rows = db.rows("SELECT is_withdrawn, cause, extract(epoch FROM time) AS t, "
+                   "extract(epoch FROM received_at) AS r FROM route_updates ORDER BY t")
+    assert [(r["is_withdrawn"], r["cause"]) for r in rows] == [(False, None),
+                                                               (True, "peer_down")]
+    announce, implied = rows
+    assert abs(float(announce["t"]) - learned) < 0.01
+    assert abs(float(announce["r"]) - NOW) < 0.01
+    assert abs(float(implied["t"]) - (NOW + 5)) < 0.01
+    assert abs(float(implied["r"]) - (NOW + 10)) < 0.01

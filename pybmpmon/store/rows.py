@@ -409,7 +409,7 @@ class BatchBuilder:
         day = int(at // 86400)
         if day not in self.days:
             self.days.add(day)
-        head = f"\t{at:.6f}\t"
+        head = f"\t{at:.6f}\t{received_at:.6f}\t"
         attrs = update.attributes
         for rs in update.withdrawn:
             if rs.nlri:
@@ -422,7 +422,7 @@ class BatchBuilder:
             family = update.end_of_rib
             self._op("end_of_rib", router_ip, at, {
                 "peer_ip": scope_head[1], "peer_rd": scope_head[2], "rib": scope_head[3],
-                "afi_safi": family})
+                "afi_safi": family, "received": received_at})
 
     def _route_set(self, rs, head: str, scope_head: tuple, asn: int, withdrawn: bool,
                    digest) -> None:
@@ -432,7 +432,7 @@ class BatchBuilder:
         seg = self.segment
         flag = "t" if withdrawn else "f"
         unicast = rs.safi in (1, 2) and rs.afi in (1, 2)
-        # line = gen \t time \t sref \t nlri \t prefix \t path_id \t rd \t flag
+        # line = gen \t time \t received \t sref \t nlri \t prefix \t path_id \t rd \t flag
         #        \t attr_hash \t labels \t evpn...
         pre = f"{head}{seg.ref(ref_key)}\t"
         simple_tail = f"\t0\t{NULL}\t{flag}\t{digest}\t{NULL}\t{_NO_EVPN}\n"
@@ -555,7 +555,8 @@ class BatchBuilder:
         if event.data:
             details["data"] = event.data.hex()
         data = self._peer_fields(router_ip, event.peer)
-        data.update({"reason_code": event.reason, "reason_text": text, "details": details})
+        data.update({"reason_code": event.reason, "reason_text": text, "details": details,
+                     "received": received_at})
         self._op("peer_down", router_ip, at, data)
 
     def _initiation(self, router_ip: str, event: Initiation, received_at: float) -> None:

@@ -23,6 +23,7 @@ CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
     gen smallint NOT NULL,
     time double precision NOT NULL,
+    received double precision NOT NULL,
     sref smallint NOT NULL,
     nlri text NOT NULL,
     prefix cidr,
@@ -94,9 +95,10 @@ PRUNE_ATTRS = (
 _ROUTE_COLUMNS = ("rd", "is_withdrawn", "attr_hash", "labels") + EVPN_COLUMNS
 
 INSERT_HISTORY = (
-    "INSERT INTO route_history (time, scope_id, peer_asn, nlri, prefix, path_id, "
+    "INSERT INTO route_history (time, received_at, scope_id, peer_asn, nlri, prefix, path_id, "
     + ", ".join(_ROUTE_COLUMNS) + ") "
-    "SELECT to_timestamp(s.time), c.scope_id, c.peer_asn, s.nlri, s.prefix, s.path_id, "
+    "SELECT to_timestamp(s.time), to_timestamp(s.received), c.scope_id, c.peer_asn, s.nlri, "
+    "s.prefix, s.path_id, "
     + ", ".join(f"s.{c}" for c in _ROUTE_COLUMNS)
     + " FROM stage s JOIN stage_scopes c ON c.sref = s.sref"
 )
@@ -199,9 +201,10 @@ MARK_STALE = (
 CONNECTED_ROUTERS = "SELECT host(router_ip) FROM routers WHERE connected"
 
 _IMPLIED_HISTORY = (
-    "h AS (INSERT INTO route_history (time, scope_id, peer_asn, nlri, prefix, path_id, rd, "
-    "is_withdrawn, cause) "
-    "SELECT to_timestamp(%(t)s), scope_id, peer_asn, nlri, prefix, path_id, rd, true, cause "
+    "h AS (INSERT INTO route_history (time, received_at, scope_id, peer_asn, nlri, prefix, "
+    "path_id, rd, is_withdrawn, cause) "
+    "SELECT to_timestamp(%(t)s), to_timestamp(%(received)s), scope_id, peer_asn, nlri, "
+    "prefix, path_id, rd, true, cause "
     "FROM w RETURNING 1) "
     "SELECT count(*) FROM h"
 )

@@ -172,11 +172,15 @@ CREATE TABLE route_attrs (
 -- TimescaleDB hypertable).  cause is NULL for what a router sent in an UPDATE,
 -- 'peer_down' for the withdrawals a BMP Peer Down implies and 'stale_sweep'
 -- for stale routes withdrawn at End-of-RIB after a reconnect; withdrawals
--- carry no attributes (attr_hash NULL).
+-- carry no attributes (attr_hash NULL).  time is the BMP per-peer header
+-- time when sane (the router's clock: for a table dump, when it learned the
+-- route), received_at when the collector read the message (for an implied
+-- withdrawal, the message that implied it).
 DO $$
 DECLARE
     columns text := $cols$
         time timestamptz NOT NULL,
+        received_at timestamptz NOT NULL,
         scope_id integer NOT NULL,
         peer_asn bigint,
         nlri text NOT NULL,
@@ -288,7 +292,7 @@ SELECT h.time, s.router_ip, s.peer_ip, s.peer_rd, h.peer_asn, s.rib, s.afi_safi,
        a.origin_as, a.med, a.local_pref, a.communities, a.large_communities,
        a.ext_communities, a.atomic_aggregate, a.aggregator, a.originator_id, a.cluster_list,
        h.labels, h.evpn_route_type, h.evpn_esi, h.evpn_ethernet_tag, h.evpn_mac, h.evpn_ip,
-       h.evpn_gateway, h.attr_hash, h.scope_id
+       h.evpn_gateway, h.attr_hash, h.scope_id, h.received_at
 FROM route_history h
 JOIN route_scopes s ON s.scope_id = h.scope_id
 LEFT JOIN route_attrs a ON a.attr_hash = h.attr_hash;
