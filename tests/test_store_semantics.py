@@ -429,3 +429,7 @@ def test_history_keeps_router_time_and_receive_time(db, bmp_events):
     assert abs(float(announce["r"]) - NOW) < 0.01
     assert abs(float(implied["t"]) - (NOW + 5)) < 0.01
     assert abs(float(implied["r"]) - (NOW + 10)) < 0.01
+    event = db.one("SELECT extract(epoch FROM time) AS t, extract(epoch FROM received_at) AS r "
+                   "FROM peer_events WHERE event = 'peer_down'")
+    assert abs(float(event["t"]) - (NOW + 5)) < 0.01
+    assert abs(float(event["r"]) - (NOW + 10)) < 0.01

@@ -536,6 +536,7 @@ class BatchBuilder:
         })
         if received.asn and not data["peer_asn"]:
             data["peer_asn"] = received.asn
+        data["received"] = received_at
         self._op("peer_up", router_ip, at, data)
 
     def _peer_down(self, router_ip: str, event: PeerDown, received_at: float) -> None:

@@ -266,9 +266,10 @@ PEER_DOWN = (
 )
 
 PEER_EVENT = (
-    "INSERT INTO peer_events (time, router_ip, peer_type, peer_rd, peer_ip, peer_asn, event, "
-    "reason_code, details) VALUES (to_timestamp(%(t)s), %(router_ip)s, %(peer_type)s, "
-    "%(peer_rd)s, %(peer_ip)s, %(peer_asn)s, %(event)s, %(reason_code)s, %(details)s)"
+    "INSERT INTO peer_events (time, received_at, router_ip, peer_type, peer_rd, peer_ip, "
+    "peer_asn, event, reason_code, details) VALUES (to_timestamp(%(t)s), "
+    "to_timestamp(%(received)s), %(router_ip)s, %(peer_type)s, %(peer_rd)s, %(peer_ip)s, "
+    "%(peer_asn)s, %(event)s, %(reason_code)s, %(details)s)"
 )
 
 STATS = (

@@ -63,7 +63,8 @@ CREATE TABLE bgp_peers (
 -- Peer up/down history.  details: notification_code, notification_subcode,
 -- notification_data (hex), fsm_event, routes_withdrawn, reason, local_ip, ...
 CREATE TABLE peer_events (
-    time timestamptz NOT NULL,
+    time timestamptz NOT NULL,       -- the per-peer header time when sane (see route_history)
+    received_at timestamptz,         -- when pybmpmon read the message
     router_ip inet NOT NULL,
     peer_type smallint NOT NULL,
     peer_rd text NOT NULL,
