@@ -26,12 +26,10 @@ Strategy, for speed on a full table (a million routes):
   Initiation, ...) touch other tables, so they only keep their order among
   themselves.
 
-Text from routers (sysName, sysDescr, descriptions, Termination strings) never
-goes through COPY here; it is passed as query parameters after
-:func:`clean_text`.  PostgreSQL text cannot hold NUL, so NUL characters are
-replaced by U+FFFD (the Unicode replacement character), visibly; tabs,
-newlines and backslashes are stored as they are.  :func:`copy_escape` is the
-COPY-format escaping used for any non-fixed text that does go into a line.
+The operations' parameters come from operations.py.  Text from routers
+(sysName, descriptions, Termination strings) never goes through COPY; it is
+passed as query parameters after :func:`clean_text`.  :func:`copy_escape` is
+the COPY-format escaping used for any non-fixed text that does go into a line.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import json
 import re
 import time
 import uuid
@@ -52,28 +49,13 @@ from pybmpmon.bgp.attributes import (
     origin_as,
 )
 from pybmpmon.bgp.model import family_name
-from pybmpmon.bmp.model import (
-    Initiation,
-    PeerDown,
-    PeerHeader,
-    PeerUp,
-    RouteMirroring,
-    RouteMonitoring,
-    StatisticsReport,
-    Termination,
-)
-from pybmpmon.iana import CapabilityCode, PeerDownReason, StatType, TerminationReason, name_of
+from pybmpmon.bmp.model import PeerHeader, RouteMonitoring
+from pybmpmon.store.operations import clean_text, operation, sane_time
+
+__all__ = ["NULL", "Batch", "BatchBuilder", "Op", "Segment", "attribute_fields", "clean_text",
+           "copy_escape", "pg_array", "sane_time"]
 
 NULL = "\\N"
-
-# A per-peer header timestamp is used when it lies within this window around
-# the receive time; otherwise (zero, a boot time, a clock far off) the receive
-# time is used.
-SANE_PAST = 86400.0
-SANE_FUTURE = 300.0
-
-# Raw bytes of an undecodable message kept for support, at most.
-MAX_FAILURE_RAW = 65536
 
 ORIGINS = ("igp", "egp", "incomplete")
 
@@ -81,15 +63,6 @@ ORIGINS = ("igp", "egp", "incomplete")
 _NO_EVPN = "\t".join([NULL] * 6)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _ARRAY_SPECIAL = frozenset('{}",\\ \t\n\r\'')
-
-
-def clean_text(text: Optional[str]) -> Optional[str]:
-    """Text that PostgreSQL can store: NUL (which text cannot hold) becomes U+FFFD."""
-    if text is None:
-        return None
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    return text
 
 
 def copy_escape(text: str) -> str:
@@ -124,13 +97,6 @@ def _ip_or_null(text) -> str:
 
 def _field(value) -> str:
     return NULL if value is None else copy_escape(str(value))
-
-
-def sane_time(header_time: float, received_at: float) -> float:
-    """The per-peer header time when plausible, else the receive time (SPEC §4)."""
-    if header_time and received_at - SANE_PAST <= header_time <= received_at + SANE_FUTURE:
-        return header_time
-    return received_at
 
 
 # Characters that force quoting inside an array literal, or escaping in COPY.
@@ -284,23 +250,12 @@ class BatchBuilder:
         before = self.route_count
         self._note_router(router_ip, received_at)
         for event in events:
-            kind = type(event)
-            if kind is RouteMonitoring:
+            if type(event) is RouteMonitoring:
                 self._route_monitoring(router_ip, event, received_at)
-            elif kind is StatisticsReport:
-                self._stats(router_ip, event, received_at)
-            elif kind is PeerUp:
-                self._peer_up(router_ip, event, received_at)
-            elif kind is PeerDown:
-                self._peer_down(router_ip, event, received_at)
-            elif kind is Initiation:
-                self._initiation(router_ip, event, received_at)
-            elif kind is Termination:
-                self._termination(router_ip, event, received_at)
-            elif kind is RouteMirroring:
-                continue  # mirrored messages are logged by the collector, not stored
-            elif getattr(event, "error", None) is not None and hasattr(event, "raw"):
-                self._failure(router_ip, event, received_at)
+                continue
+            op = operation(event, received_at)
+            if op is not None:
+                self._op(op[0], router_ip, op[1], op[2])
         return self.route_count - before
 
     def add_connect(self, router_ip: str, at: Optional[float] = None) -> None:
@@ -487,131 +442,3 @@ class BatchBuilder:
                 _field(evpn.mac), _ip_or_null(evpn.ip), _ip_or_null(evpn.gateway)))
         return (f"{key}\t{prefix}\t{nlri.path_id or 0}\t{rd}\t{flag}\t{digest}\t{labels}\t"
                 f"{evpn_text}\n")
-
-    # -- other messages ----------------------------------------------------
-
-    def _peer_fields(self, router_ip: str, peer: PeerHeader) -> dict:
-        return {"peer_type": peer.peer_type, "peer_rd": peer.distinguisher,
-                "peer_ip": str(peer.address), "peer_asn": peer.asn,
-                "peer_bgp_id": str(peer.bgp_id)}
-
-    def _stats(self, router_ip: str, event: StatisticsReport, received_at: float) -> None:
-        at = sane_time(event.peer.timestamp, received_at)
-        base = self._peer_fields(router_ip, event.peer)
-        rows = []
-        for stat in event.stats:
-            family = family_name(stat.afi, stat.safi) if stat.afi is not None else None
-            if isinstance(stat.value, int) and stat.value < 1 << 63:
-                value, raw = stat.value, None
-            else:
-                value = None
-                raw = stat.value.hex() if isinstance(stat.value, (bytes, bytearray)) \
-                    else str(stat.value)
-            rows.append((stat.type, name_of(StatType, stat.type), family, value, raw))
-        self._op("stats", router_ip, at, dict(base, rows=rows))
-
-    def _peer_up(self, router_ip: str, event: PeerUp, received_at: float) -> None:
-        at = sane_time(event.peer.timestamp, received_at)
-        sent, received = event.sent_open, event.received_open
-        strings = [clean_text(t.value) for t in event.info
-                   if t.type == 0 and isinstance(t.value, str)]
-        other = [_tlv_json(t) for t in event.info if not (t.type == 0 and isinstance(t.value, str))]
-        hold = min(sent.hold_time, received.hold_time)
-        families = sorted(family_name(*f) for f in set(sent.families) & set(received.families))
-        modes = {1: "receive", 2: "send", 3: "both"}
-        add_path = sorted(f"{family_name(afi, safi)}:{modes.get(mode, str(mode))}"
-                          for (afi, safi), mode in received.add_path().items())
-        data = self._peer_fields(router_ip, event.peer)
-        data.update({
-            "local_ip": str(event.local_address), "local_port": event.local_port,
-            "remote_port": event.remote_port, "local_asn": sent.asn,
-            "local_bgp_id": _ip_or_none(sent.bgp_id), "peer_bgp_id": _ip_or_none(received.bgp_id)
-            or data["peer_bgp_id"], "hold_time": hold,
-            "four_octet_as": sent.four_octet_as and received.four_octet_as,
-            "families": families, "add_path": add_path,
-            "capabilities": json.dumps({"sent": _caps_json(sent),
-                                        "received": _caps_json(received)}),
-            "description": "\n".join(strings) if strings else None,
-            "info": json.dumps(other) if other else None,
-        })
-        if received.asn and not data["peer_asn"]:
-            data["peer_asn"] = received.asn
-        data["received"] = received_at
-        self._op("peer_up", router_ip, at, data)
-
-    def _peer_down(self, router_ip: str, event: PeerDown, received_at: float) -> None:
-        at = sane_time(event.peer.timestamp, received_at)
-        reason = name_of(PeerDownReason, event.reason)
-        details = {"reason": reason}
-        text = reason
-        if event.notification is not None:
-            details["notification_code"] = event.notification.code
-            details["notification_subcode"] = event.notification.subcode
-            if event.notification.data:
-                details["notification_data"] = event.notification.data.hex()
-            text += f" (notification {event.notification.code}/{event.notification.subcode})"
-        if event.fsm_event is not None:
-            details["fsm_event"] = event.fsm_event
-            text += f" (fsm event {event.fsm_event})"
-        if event.data:
-            details["data"] = event.data.hex()
-        data = self._peer_fields(router_ip, event.peer)
-        data.update({"reason_code": event.reason, "reason_text": text, "details": details,
-                     "received": received_at})
-        self._op("peer_down", router_ip, at, data)
-
-    def _initiation(self, router_ip: str, event: Initiation, received_at: float) -> None:
-        other = [_tlv_json(t) for t in event.info if t.type not in (1, 2)]
-        self._op("initiation", router_ip, received_at, {
-            "sys_name": clean_text(event.text(2)), "sys_descr": clean_text(event.text(1)),
-            "info": json.dumps(other) if other else None})
-
-    def _termination(self, router_ip: str, event: Termination, received_at: float) -> None:
-        strings = [clean_text(t.value) for t in event.info
-                   if t.type == 0 and isinstance(t.value, str)]
-        reason = event.reason
-        text = "\n".join(strings) if strings else None
-        if reason is not None:
-            text = name_of(TerminationReason, reason) + (f": {text}" if text else "")
-        self._op("termination", router_ip, received_at, {"reason": reason, "text": text})
-
-    def _failure(self, router_ip: str, event, received_at: float) -> None:
-        error = event.error
-        peer = getattr(event, "peer", None)
-        raw = bytes(getattr(event, "raw", b"") or b"")
-        self._op("decode_failure", router_ip, received_at, {
-            "peer_ip": str(peer.address) if peer is not None else None,
-            "peer_asn": peer.asn if peer is not None else None,
-            "error_type": type(error).__name__,
-            "error": clean_text(getattr(error, "message", None) or str(error)),
-            "error_offset": getattr(error, "offset", None),
-            "raw_length": len(raw), "raw": raw[:MAX_FAILURE_RAW]})
-
-
-def _ip_or_none(text) -> Optional[str]:
-    value = _ip_or_null(text)
-    return None if value == NULL else value
-
-
-def _jsonable(value):
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, str):
-        return clean_text(value)
-    if value is None or isinstance(value, (int, float, bool)):
-        return value
-    return clean_text(str(value))
-
-
-def _caps_json(open_msg) -> list:
-    return [{"code": cap.code, "name": name_of(CapabilityCode, cap.code),
-             "value": _jsonable(cap.value) if cap.value is not None else cap.raw.hex()}
-            for cap in open_msg.capabilities]
-
-
-def _tlv_json(tlv) -> dict:
-    return {"type": tlv.type, "value": _jsonable(tlv.value)}
