@@ -141,6 +141,14 @@ class Database:
                 total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
+    def wal_position(self) -> str:
+        """The server's current WAL write position (an LSN)."""
+        return self.query("SELECT pg_current_wal_lsn()::text")[0][0]
+
+    def wal_bytes_since(self, position: str) -> int:
+        return int(self.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
+                              position)[0][0])
+
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
@@ -334,6 +342,7 @@ def full_table(db: Database, args) -> dict:
     release = threading.Event()
     try:
         db_cpu0 = db.cpu_seconds()
+        wal0 = db.wal_position()
         cpu0 = collector.cpu_seconds()
         errors: list = []
         started, started_wall = time.monotonic(), time.time()
@@ -344,6 +353,7 @@ def full_table(db: Database, args) -> dict:
         took = done - started
         cpu = collector.cpu_seconds() - cpu0
         db_cpu = db.cpu_seconds()
+        wal = db.wal_bytes_since(wal0)
         rss = collector.peak_rss_mb()
         time.sleep(float(collector_settings(args)["STATS_INTERVAL"]) + 0.5)
         read_seconds = collector.all_read(FULL_ROUTER, routes, started_wall)
@@ -363,7 +373,7 @@ def full_table(db: Database, args) -> dict:
     if read["routes"] != routes:
         problems.append(f"the collector read {read['routes']} routes of {routes}")
     return {"routes": routes, "bytes": counts["bytes"], "seconds": took, "cpu": cpu,
-            "db_cpu": None if db_cpu is None else db_cpu - db_cpu0, "rss": rss,
+            "db_cpu": None if db_cpu is None else db_cpu - db_cpu0, "rss": rss, "wal": wal,
             "read_seconds": read_seconds, "disconnect": disconnect, "problems": problems,
             "warnings": [r for r in collector.records if r.get("level") != "INFO"]}
 
@@ -486,6 +496,8 @@ def main(argv=None) -> int:
             say(f"collector CPU          {full['cpu']:>12.1f} s")
             if full["db_cpu"] is not None:
                 say(f"PostgreSQL CPU         {full['db_cpu']:>12.1f} s")
+            say(f"WAL written            {full['wal'] / 1e6:>12,.0f} MB  "
+                f"({full['wal'] / full['routes']:,.0f} bytes per route)")
             say(f"collector peak RSS     {full['rss']:>12.1f} MB   "
                 f"{verdict(full['rss'] < TARGETS['rss_mb'])} (target < 150 MB)")
             say(f"parse only             {parse_rate:>12,.0f} routes/s")

@@ -127,7 +127,7 @@ RAW_COLUMNS = (
 
 
 def raw_copy(dsn: str, batches: list) -> tuple:
-    """(rows, seconds) of COPYing the history rows into an index-free table."""
+    """(rows, seconds, WAL bytes) of COPYing the history rows into an index-free table."""
     import psycopg2
 
     from pybmpmon.store.database import _LinesReader
@@ -137,6 +137,8 @@ def raw_copy(dsn: str, batches: list) -> tuple:
     cur.execute("DROP TABLE IF EXISTS bench_raw_copy")
     cur.execute("CREATE TABLE bench_raw_copy (LIKE route_updates INCLUDING DEFAULTS)")
     conn.commit()
+    cur.execute("SELECT pg_current_wal_lsn()::text")
+    wal0 = cur.fetchone()[0]
     rows = 0
     started = time.perf_counter()
     for lines in batches:
@@ -145,17 +147,23 @@ def raw_copy(dsn: str, batches: list) -> tuple:
         conn.commit()
         rows += len(lines)
     took = time.perf_counter() - started
+    cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (wal0,))
+    wal = int(cur.fetchone()[0])
     cur.execute("SELECT count(*) FROM bench_raw_copy")
     assert cur.fetchone()[0] == rows
     cur.execute("DROP TABLE bench_raw_copy")
     conn.commit()
     conn.close()
-    return rows, took
+    return rows, took, wal
 
 
 def run_writer(dsn: str, chunks, batch_size: int) -> tuple:
-    """(routes, seconds, writer stats) of the whole table through the writer."""
+    """(routes, seconds, writer stats) of the whole table through the writer.
+
+    The stats include ``wal_bytes``: WAL the server wrote meanwhile.
+    """
     import gevent
+    import psycopg2
 
     from pybmpmon.store.writer import Writer
 
@@ -173,13 +181,20 @@ def run_writer(dsn: str, chunks, batch_size: int) -> tuple:
     writer.start()
     gevent.sleep(0.5)  # start-up maintenance out of the measurement
     writer.flush(timeout=60)
+    probe = psycopg2.connect(dsn)
+    probe.autocommit = True
+    wal_cursor = probe.cursor()
+    wal_cursor.execute("SELECT pg_current_wal_lsn()::text")
+    wal0 = wal_cursor.fetchone()[0]
     started = time.perf_counter()
     writer.router_connected("192.0.2.254")
     for events in chunks:
         writer.submit("192.0.2.254", events)
     assert writer.flush(timeout=3600)
     took = time.perf_counter() - started
-    stats = dict(writer.stats)
+    wal_cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (wal0,))
+    stats = dict(writer.stats, wal_bytes=int(wal_cursor.fetchone()[0]))
+    probe.close()
     stats["database_s"] = totals
     writer.stop(timeout=60)
     return stats["routes"], took, stats
@@ -299,13 +314,13 @@ def main(argv=None) -> int:
         log(f"decoded {routes} routes in {len(chunks)} submissions")
         batches = history_lines(chunks, args.batch_size)
 
-        rows, raw_before = raw_copy(dsn, batches)
+        rows, raw_before, raw_wal = raw_copy(dsn, batches)
         log(f"raw COPY (before): {rows / raw_before:,.0f} rows/s ({raw_before:.1f} s)")
         written, took, stats = run_writer(dsn, chunks, args.batch_size)
         log(f"writer: {written / took:,.0f} routes/s ({took:.1f} s, {stats['batches']} batches)")
         log("  database time per step: " + ", ".join(
             f"{name} {secs:.1f} s" for name, secs in stats["database_s"].items()))
-        rows, raw_after = raw_copy(dsn, batches)
+        rows, raw_after, _ = raw_copy(dsn, batches)
         log(f"raw COPY (after): {rows / raw_after:,.0f} rows/s ({raw_after:.1f} s)")
         raw_rate = 2 * rows / (raw_before + raw_after)
         writer_rate = written / took
@@ -328,6 +343,8 @@ def main(argv=None) -> int:
         log(f"raw COPY               {raw_rate:>12,.0f} rows/s   (history rows, no index)")
         log(f"writer                 {writer_rate:>12,.0f} routes/s (history + current state)")
         log(f"writer / raw COPY      {ratio:>12.0%}          (target >= 50%)")
+        log(f"WAL per route          {stats['wal_bytes'] / written:>12,.0f} bytes    "
+            f"(raw COPY: {raw_wal / rows:,.0f} bytes per row)")
         log(f"route_state            {state_rows:>12,} rows, {state_size}; "
             f"route_updates {history_size}; route_attrs {attr_sets:,} sets, {attrs_size}")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
