@@ -438,7 +438,7 @@ def raw_copy_rate(db: Database, args) -> float:
     chunks, _ = bench_store.decode_stream(args.v4, args.v6)
     batches = bench_store.history_lines(chunks, args.batch_size or 5000)
     del chunks
-    rows, took = bench_store.raw_copy(db.dsn, batches)
+    rows, took, _wal = bench_store.raw_copy(db.dsn, batches)
     return rows / took
 
 

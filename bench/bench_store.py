@@ -165,8 +165,10 @@ def run_writer(dsn: str, chunks, batch_size: int) -> tuple:
     import gevent
     import psycopg2
 
+    from pybmpmon.service import tune_interpreter
     from pybmpmon.store.writer import Writer
 
+    tune_interpreter()  # as `pybmpmon serve` runs the writer
     writer = Writer(dsn, batch_size=batch_size, batch_timeout=1.0, max_pending=32)
     totals: dict = {}
     apply = writer.store.apply
