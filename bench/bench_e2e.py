@@ -72,6 +72,7 @@ class Database:
     def __init__(self, dsn: str | None, keep: bool):
         self.server = None
         self.keep = keep
+        self._conn = None
         if dsn is not None:
             self.dsn = dsn
             self._reset_schema()
@@ -100,15 +101,16 @@ class Database:
             cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
 
     def query(self, sql: str, *params):
+        """Rows of ``sql``, on one kept connection: the benchmark polls every 50 ms,
+        and a new backend per poll would load the 2-core machine it measures."""
         import psycopg2
 
-        conn = psycopg2.connect(self.dsn)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        if self._conn is None:
+            self._conn = psycopg2.connect(self.dsn)
+            self._conn.autocommit = True
+        with self._conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     def describe(self) -> str:
         rows = self.query("SELECT current_setting('server_version'), current_setting('fsync'), "
@@ -150,6 +152,9 @@ class Database:
                               position)[0][0])
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self.server is not None:
             self.server.stop()
             if not self.keep:
