@@ -18,10 +18,11 @@
    and the raw COPY rate of the same history rows into an index-free table of
    the same database (bench_store.py's method), with the ratio.
 4. **Many routers** (``--routers 20 --routes-per-router 50000``): that many
-   routers (source addresses 127.0.0.101, ...) send a table each at the same
-   time; reported per router: when its last byte was read and when its last
-   route was committed, and whether any router was starved (the slowest router
-   took more than twice as long as the fastest).
+   routers (source addresses 127.0.0.101, ..., each a process of its own:
+   bench/sender.py) connect, then send a table each at the same moment;
+   reported per router: when its last byte was read and when its last
+   route was committed, and whether any router was starved: while all were
+   sending, one read less than half as many routes as another.
 
 Targets (issue 4): >= 50,000 routes/s end to end, >= 50% of the raw COPY rate,
 collector peak RSS < 150 MB, no router starved.  The machine's load average is
@@ -239,6 +240,28 @@ class Collector:
                 return stamp(record) - since
         return None
 
+    def contended_shares(self, routers: list, routes: int):
+        """(window seconds, router -> routes read in it): the window runs from the first
+        route_stats tick at which every router had sent routes to the first at which
+        one of them had all ``routes``.  Who gets how much while all compete is what
+        starvation means; completion times also reflect who started first (a router
+        that sends before the others fills the idle queue, and FIFO keeps that lead).
+        None when the ticks are too few to tell."""
+        ticks: dict = {}  # tick (STATS_INTERVAL apart) -> router -> routes read
+        for record in self.find("route_stats"):
+            if record.get("router") in routers:
+                tick = round(stamp(record), 0)
+                ticks.setdefault(tick, {})[record["router"]] = record.get("routes", 0)
+        order = sorted(ticks)
+        start = next((t for t in order if len(ticks[t]) == len(routers)
+                      and all(n > 0 for n in ticks[t].values())), None)
+        end = next((t for t in order if start is not None and t > start
+                    and any(n >= routes for n in ticks[t].values())), None)
+        if start is None or end is None or end - start < 2:
+            return None
+        return end - start, {r: ticks[end].get(r, 0) - ticks[start].get(r, 0)
+                             for r in routers}
+
     def cpu_seconds(self) -> float:
         fields = proc_stat(self.proc.pid)
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -265,20 +288,47 @@ def stamp(record: dict) -> float:
     return datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def send(source: str, port: int, path: Path, errors: list, release: threading.Event) -> None:
-    """Send the stream from ``source``, then stay connected until ``release`` is set, as
-    a router does: a BMP session that ends marks all its routes stale, which is not
-    part of loading a table (measured separately)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), source_address=(source, 0)) as sock:
-            with open(path, "rb") as stream:
-                while chunk := stream.read(1 << 20):
-                    sock.sendall(chunk)
-            release.wait(3600)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(1)  # until the collector has read everything and closed
-    except OSError as exc:
-        errors.append(f"{source}: {exc}")
+class Sender:
+    """A router sending the stream: a process of its own (bench/sender.py), as a
+    router has its own CPU.
+
+    Threads of this process were unfair senders: they shared one GIL with the
+    poller.  Senders connect first and send when told (:meth:`go`), so that
+    all start at the same moment.
+    """
+
+    def __init__(self, source: str, port: int, path: Path):
+        self.source = source
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "sender.py"), source, str(port), str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def connected(self) -> bool:
+        """Wait until the sender is connected (False: it failed, see :meth:`finish`)."""
+        return self.process.stdout.readline().strip() == b"connected"
+
+    def go(self) -> None:
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+
+    def release(self) -> None:
+        """End the BMP session once the whole stream is read."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+    def finish(self, timeout: float = 60) -> str | None:
+        """Wait for the sender; a description of its failure, or None."""
+        self.release()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return f"{self.source}: sender still running after {timeout} s"
+        err = self.process.stderr.read() if self.process.stderr is not None else b""
+        if self.process.returncode:
+            return err.decode(errors="replace").strip() or f"{self.source}: sender failed"
+        return None
 
 
 def wait_disconnected(db: Database, routers: list, timeout: float = 3600) -> float:
@@ -344,16 +394,17 @@ def full_table(db: Database, args) -> dict:
     routes = counts["routes"]
     prefix = last_prefix(path)
     collector = Collector(db.dsn, collector_settings(args))
-    release = threading.Event()
+    sender = None
+    errors: list = []
     try:
         db_cpu0 = db.cpu_seconds()
         wal0 = db.wal_position()
         cpu0 = collector.cpu_seconds()
-        errors: list = []
+        sender = Sender(FULL_ROUTER, collector.port, path)
+        if not sender.connected():
+            raise SystemExit(f"bench_e2e: {sender.finish()}")
         started, started_wall = time.monotonic(), time.time()
-        sender = threading.Thread(target=send, args=(FULL_ROUTER, collector.port, path, errors,
-                                                     release))
-        sender.start()
+        sender.go()
         done = wait_committed(db, prefix, [FULL_ROUTER])[FULL_ROUTER]
         took = done - started
         cpu = collector.cpu_seconds() - cpu0
@@ -362,12 +413,14 @@ def full_table(db: Database, args) -> dict:
         rss = collector.peak_rss_mb()
         time.sleep(float(collector_settings(args)["STATS_INTERVAL"]) + 0.5)
         read_seconds = collector.all_read(FULL_ROUTER, routes, started_wall)
-        release.set()
+        sender.release()
         disconnect = wait_disconnected(db, [FULL_ROUTER])
-        sender.join(60)
         (read,) = collector.wait_for("router_disconnected", timeout=60)
     finally:
-        release.set()
+        if sender is not None:
+            failure = sender.finish()
+            if failure:
+                errors.append(failure)
         collector.stop()
     history = db.query("SELECT count(*) FROM route_updates WHERE router_ip = %s", FULL_ROUTER)
     state = db.query("SELECT count(*) FROM route_state WHERE router_ip = %s", FULL_ROUTER)
@@ -389,24 +442,29 @@ def many_routers(db: Database, args) -> dict:
     prefix = last_prefix(path)
     routers = [f"127.0.0.{101 + i}" for i in range(args.routers)]
     collector = Collector(db.dsn, collector_settings(args))
-    release = threading.Event()
+    senders: list = []
+    errors: list = []
     try:
-        errors: list = []
-        threads = [threading.Thread(target=send, args=(r, collector.port, path, errors, release))
-                   for r in routers]
+        senders = [Sender(r, collector.port, path) for r in routers]
+        for sender in senders:
+            if not sender.connected():
+                raise SystemExit(f"bench_e2e: {sender.finish()}")
         started, started_wall = time.monotonic(), time.time()
-        for thread in threads:
-            thread.start()
+        for sender in senders:
+            sender.go()
         done = wait_committed(db, prefix, routers)
         time.sleep(float(collector_settings(args)["STATS_INTERVAL"]) + 0.5)
         read_at = {r: collector.all_read(r, counts["routes"], started_wall) for r in routers}
-        release.set()
+        shares = collector.contended_shares(routers, counts["routes"])
+        for sender in senders:
+            sender.release()
         disconnect = wait_disconnected(db, routers)
         collector.wait_for("router_disconnected", timeout=600, count=len(routers))
-        for thread in threads:
-            thread.join(60)
     finally:
-        release.set()
+        for sender in senders:
+            failure = sender.finish()
+            if failure:
+                errors.append(failure)
         collector.stop()
     committed = {r: done[r] - started for r in routers}
     stored = dict(db.query("SELECT host(router_ip), count(*) FROM route_updates "
@@ -415,7 +473,8 @@ def many_routers(db: Database, args) -> dict:
     problems += [f"{r}: {stored.get(r, 0)} of {counts['routes']} routes stored"
                  for r in routers if stored.get(r, 0) != counts["routes"]]
     return {"routers": routers, "routes": counts["routes"], "read": read_at,
-            "committed": committed, "disconnect": disconnect, "problems": problems}
+            "shares": shares, "committed": committed, "disconnect": disconnect,
+            "problems": problems}
 
 
 def collector_settings(args) -> dict:
@@ -528,14 +587,21 @@ def main(argv=None) -> int:
                 say(f"{router:<14} {fmt(many['read'][router]):>8}s "
                     f"{many['committed'][router]:>9.1f}s")
             times = sorted(many["committed"].values())
-            spread = times[-1] / times[0]
             total = many["routes"] * len(many["routers"])
             say(f"all routers committed after {times[-1]:.1f} s: {total / times[-1]:,.0f} "
-                f"routes/s; fastest {times[0]:.1f} s, slowest {times[-1]:.1f} s, "
-                f"slowest/fastest {spread:.2f}  "
-                f"{verdict(spread <= TARGETS['starvation'])} "
-                f"({'no router starved' if spread <= TARGETS['starvation'] else 'STARVED'}: "
-                f"target <= {TARGETS['starvation']:.1f})")
+                f"routes/s; fastest {times[0]:.1f} s, slowest {times[-1]:.1f} s "
+                f"(slowest/fastest {times[-1] / times[0]:.2f})")
+            if many["shares"] is None:
+                say("starvation: cannot tell, too few route_stats ticks while all routers "
+                    "were sending")
+            else:
+                window, shares = many["shares"]
+                spread = max(shares.values()) / max(1, min(shares.values()))
+                say(f"while all {len(shares)} were sending ({window:.0f} s): routes read per "
+                    f"router {min(shares.values()):,} to {max(shares.values()):,}, "
+                    f"most/least {spread:.2f}  {verdict(spread <= TARGETS['starvation'])} "
+                    f"({'no router starved' if spread <= TARGETS['starvation'] else 'STARVED'}"
+                    f": target <= {TARGETS['starvation']:.1f})")
             say(f"all {len(many['routers'])} routers disconnecting: {many['disconnect']:.1f} s "
                 f"until their routes were marked stale")
             load_after = os.getloadavg()
