@@ -254,7 +254,7 @@ SETTINGS: tuple[Setting, ...] = (
             "", "Connection URL; when set it replaces every DB_* variable above.",
             secret=True),
     Setting("DB_POOL_SIZE", _integer(1, 64), "4", "Database connections in the pool."),
-    Setting("BATCH_SIZE", _integer(1, 1_000_000), "5000",
+    Setting("BATCH_SIZE", _integer(1, 1_000_000), "10000",
             "Routes written per COPY batch."),
     Setting("BATCH_TIMEOUT", _seconds(60), "0.5",
             "Seconds a partial batch waits before it is written anyway."),
@@ -304,7 +304,7 @@ class Settings:
     db_name: str = "pybmpmon"
     database_url: str = ""
     db_pool_size: int = 4
-    batch_size: int = 5000
+    batch_size: int = 10000
     batch_timeout: float = 0.5
     queue_size: int = 32
     stats_interval: float = 10.0

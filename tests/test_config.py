@@ -49,7 +49,7 @@ def test_defaults():
     assert (s.db_port, s.db_user, s.db_password, s.db_name) == (5432, "pybmpmon", "", "pybmpmon")
     assert s.database_url == ""
     assert s.db_pool_size == 4
-    assert s.batch_size == 5000
+    assert s.batch_size == 10000
     assert s.batch_timeout == 0.5
     assert s.max_message_size == 16 * 1024 * 1024
     assert s.max_connections == 1000
@@ -77,7 +77,7 @@ def test_environment_values(monkeypatch):
         "DB_HOST": "db.example.net",
         "DB_PORT": "6432",
         "DB_POOL_SIZE": "8",
-        "BATCH_SIZE": "10000",
+        "BATCH_SIZE": "20000",
         "BATCH_TIMEOUT": "0.25",
         "MAX_MESSAGE_SIZE": "1048576",
         "MAX_CONNECTIONS": "50",
@@ -98,7 +98,7 @@ def test_environment_values(monkeypatch):
     assert s.db_host == "db.example.net" and not s.embedded_db
     assert s.db_port == 6432
     assert s.db_pool_size == 8
-    assert s.batch_size == 10000
+    assert s.batch_size == 20000
     assert s.batch_timeout == 0.25
     assert s.max_message_size == 1048576
     assert s.max_connections == 50
