@@ -96,6 +96,52 @@ def test_generations_and_barriers(bmp_events):
     assert all(isinstance(part, (Segment, Op)) for part in batch.parts)
 
 
+def test_generations_follow_the_database_key(bmp_events):
+    """Add-Path ids make distinct keys; a path id of 0 is the key of a route without
+    one (the database's path_id is 0 then); other scopes and families are apart."""
+    ev = bmp_events
+    Nlri = ev.bgp.Nlri
+    builder = BatchBuilder()
+    peer = ev.peer()
+    p = "10.0.0.0/8"
+    builder.add_events("r", [
+        ev.announce(peer, [], nlri=(Nlri(p, 1), Nlri(p, 2))),
+        ev.announce(peer, [p]),
+        ev.announce(peer, [], nlri=(Nlri(p, 0),)),  # the same key as the line before
+        ev.announce(peer, [], nlri=(Nlri(p, 2),)),
+        ev.announce(ev.peer(post_policy=True), [p]),  # another RIB view
+        ev.announce(peer, ["2001:db8::/32"], family="ipv6_unicast"),
+    ])
+    (seg,) = builder.take().parts
+    assert [(f[0], f[4], f[6]) for f in map(fields, seg.lines)] == [
+        ("0", p, "1"), ("0", p, "2"), ("0", p, "0"), ("1", p, "0"), ("1", p, "2"),
+        ("0", p, "0"), ("0", "2001:db8::/32", "0")]
+    assert seg.max_gen == 1
+
+
+def test_attribute_cache_is_bounded_and_keeps_digests(bmp_events):
+    ev = bmp_events
+    builder = BatchBuilder(attr_cache_size=4)
+    peer = ev.peer()
+    digests = {}
+    for rounds in range(2):
+        for n in range(10):
+            attrs = ev.attrs(as_path=(65001, 65100 + n))
+            builder.add_events("r", [ev.announce(peer, [f"10.{n}.0.0/16"], attrs),
+                                     ev.announce(peer, [f"11.{n}.0.0/16"], attrs)])
+            batch = builder.take()
+            (seg,) = batch.parts
+            digest = {fields(line)[9] for line in seg.lines}
+            assert len(digest) == 1
+            assert digests.setdefault(n, digest) == digest  # same set, same digest
+            # Sent with the first batch that uses it, until that batch commits.
+            assert len(seg.attrs) == (1 if rounds == 0 else 0)
+            builder.confirm(batch)
+            cached = len(builder._attr_cache) + len(builder._attr_cache_old)
+            assert cached <= 4
+    assert len(set(map(frozenset, digests.values()))) == 10
+
+
 def test_end_of_rib_is_an_operation(bmp_events):
     ev = bmp_events
     builder = BatchBuilder()

@@ -156,7 +156,10 @@ class Segment:
     def __init__(self):
         self.lines: list = []
         self.attrs: list = []  # stage_attrs lines: attribute sets first used here
-        self.gens: dict = {}  # route key -> last generation given
+        # scope -> {route key in the scope -> last generation given}; the key
+        # is the prefix text for a unicast route without path id (most of
+        # them: no tuple to build and hash per route), else (nlri, path_id).
+        self.gens: dict = {}
         self.max_gen = 0
         # (router_ip, peer_ip, peer_rd, rib, afi_safi, peer_asn) -> the small
         # number that stands for it in this segment's lines ("sref"): the
@@ -220,7 +223,11 @@ class BatchBuilder:
         self.stored_size = stored_size
         self.stored_ttl = stored_ttl
         self._clock = clock
-        self._attr_cache: dict = {}  # (Attributes, next hop) -> digest
+        # (Attributes, next hop) -> digest: the current generation and the one
+        # before, attr_cache_size entries together at most (see _attrs).
+        self._attr_cache: dict = {}
+        self._attr_cache_old: dict = {}
+        self._last_attrs = self._last_next_hop = self._last_digest = None
         self._stored: set = set()  # digests in committed batches
         self._stored_since = clock()
         self._peer_cache: dict = {}
@@ -287,8 +294,6 @@ class BatchBuilder:
         batch = Batch(batch_id or str(uuid.uuid4()), self.parts, self.route_count,
                       frozenset(self.days), self.routers, self.items, self.attr_digests)
         self._reset()
-        if len(self._attr_cache) > self.attr_cache_size:  # bounded memory
-            self._attr_cache.clear()
         if len(self._peer_cache) > 10000:
             self._peer_cache.clear()
         return batch
@@ -337,14 +342,27 @@ class BatchBuilder:
 
     def _attrs(self, attrs, next_hop) -> int:
         """The digest of the attribute set, its line added to the segment if needed."""
-        # Keyed by content, not identity: the decoder's own cache is bounded,
-        # so equal attribute sets may come as distinct objects.
-        key = (attrs, next_hop)
-        digest = self._attr_cache.get(key)
         line = None
-        if digest is None:
-            line, number = attribute_fields(attrs, next_hop)
-            digest = self._attr_cache[key] = number
+        if attrs is self._last_attrs and next_hop == self._last_next_hop:
+            # Consecutive UPDATEs often share one decoded set: no hashing.
+            digest = self._last_digest
+        else:
+            # Keyed by content, not identity: the decoder's own cache is
+            # bounded, so equal attribute sets may come as distinct objects.
+            # Two generations: a set used lately survives the turnover.
+            key = (attrs, next_hop)
+            digest = self._attr_cache.get(key)
+            if digest is None:
+                digest = self._attr_cache_old.get(key)
+                if digest is None:
+                    line, digest = attribute_fields(attrs, next_hop)
+                if len(self._attr_cache) >= self.attr_cache_size // 2:
+                    self._attr_cache_old = self._attr_cache
+                    self._attr_cache = {}
+                self._attr_cache[key] = digest
+            self._last_attrs = attrs
+            self._last_next_hop = next_hop
+            self._last_digest = digest
         if digest not in self._stored and digest not in self.attr_digests:
             if line is None:
                 line = attribute_fields(attrs, next_hop)[0]
@@ -391,15 +409,20 @@ class BatchBuilder:
         #        \t attr_hash \t labels \t evpn...
         pre = f"{head}{seg.ref(ref_key)}\t"
         simple_tail = f"\t0\t{NULL}\t{flag}\t{digest}\t{NULL}\t{_NO_EVPN}\n"
-        gens = seg.gens
+        gens = seg.gens.get(scope)
+        if gens is None:
+            gens = seg.gens[scope] = {}
         max_gen = self.max_gen
         lines = seg.lines
         for nlri in rs.nlri:
-            if unicast and nlri.path_id is None and not nlri.labels:
-                key = (scope, nlri.prefix, 0)
-                tail = None
+            path_id = nlri.path_id or 0
+            if unicast and not nlri.labels:
+                # The database's key is (nlri = the prefix, path_id).
+                key = nlri.prefix if not path_id else (nlri.prefix, path_id)
+                tail = None if nlri.path_id is None else self._route_tail(nlri, flag, digest,
+                                                                          unicast)
             else:
-                key = (scope, nlri.key, nlri.path_id or 0)
+                key = (nlri.key, path_id)
                 tail = self._route_tail(nlri, flag, digest, unicast)
             gen = gens.get(key)
             if gen is None:
@@ -411,7 +434,7 @@ class BatchBuilder:
                     self._close_segment()
                     seg = self.segment
                     pre = f"{head}{seg.ref(ref_key)}\t"
-                    gens = seg.gens
+                    gens = seg.gens[scope] = {}
                     lines = seg.lines
                     gen = 0
                 elif gen > seg.max_gen:
