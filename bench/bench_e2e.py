@@ -247,20 +247,24 @@ class Collector:
         starvation means; completion times also reflect who started first (a router
         that sends before the others fills the idle queue, and FIFO keeps that lead).
         None when the ticks are too few to tell."""
-        ticks: dict = {}  # tick (STATS_INTERVAL apart) -> router -> routes read
-        for record in self.find("route_stats"):
-            if record.get("router") in routers:
-                tick = round(stamp(record), 0)
-                ticks.setdefault(tick, {})[record["router"]] = record.get("routes", 0)
-        order = sorted(ticks)
-        start = next((t for t in order if len(ticks[t]) == len(routers)
-                      and all(n > 0 for n in ticks[t].values())), None)
-        end = next((t for t in order if start is not None and t > start
-                    and any(n >= routes for n in ticks[t].values())), None)
-        if start is None or end is None or end - start < 2:
+        # One tick logs every router within a few milliseconds, and ticks are
+        # STATS_INTERVAL (1 s here) apart: a gap of over 0.3 s starts a new one.
+        records = sorted((stamp(r), r["router"], r.get("routes", 0))
+                         for r in self.find("route_stats") if r.get("router") in routers)
+        ticks: list = []  # [(time, {router: routes read})]
+        for at, router, count in records:
+            if not ticks or at - ticks[-1][0] > 0.3:
+                ticks.append((at, {}))
+            ticks[-1][1][router] = count
+        complete = [(at, counts) for at, counts in ticks if len(counts) == len(routers)]
+        start = next(((at, counts) for at, counts in complete
+                      if all(n > 0 for n in counts.values())), None)
+        end = next(((at, counts) for at, counts in complete
+                    if start is not None and at > start[0]
+                    and any(n >= routes for n in counts.values())), None)
+        if start is None or end is None or end[0] - start[0] < 2:
             return None
-        return end - start, {r: ticks[end].get(r, 0) - ticks[start].get(r, 0)
-                             for r in routers}
+        return end[0] - start[0], {r: end[1][r] - start[1][r] for r in routers}
 
     def cpu_seconds(self) -> float:
         fields = proc_stat(self.proc.pid)
