@@ -51,8 +51,10 @@ BASE_SETTINGS = {
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
     # The WAL writer flushes every 10 ms (default 200 ms), so a COMMIT finds
-    # little left to flush: bench-store's commit time 1.0 -> 0.1 s per 480k
-    # routes, the writer 7-9% faster.  It sleeps when the server is idle.
+    # little left to flush: bench-store's time in COMMIT 3.2 -> 0.6-1.2 s for
+    # 1.2M routes.  The writer's rate moved by 0-9% (within the machine's
+    # noise on the full table), a raw COPY's by 8-20%.  It sleeps when the
+    # server is idle.
     "wal_writer_delay": "10ms",
     "max_connections": "100",
 }
