@@ -421,11 +421,13 @@ def full_table(db: Database, args) -> dict:
         disconnect = wait_disconnected(db, [FULL_ROUTER])
         (read,) = collector.wait_for("router_disconnected", timeout=60)
     finally:
-        if sender is not None:
-            failure = sender.finish()
-            if failure:
-                errors.append(failure)
-        collector.stop()
+        try:
+            if sender is not None:
+                failure = sender.finish()
+                if failure:
+                    errors.append(failure)
+        finally:
+            collector.stop()  # never left running behind a failed benchmark
     history = db.query("SELECT count(*) FROM route_updates WHERE router_ip = %s", FULL_ROUTER)
     state = db.query("SELECT count(*) FROM route_state WHERE router_ip = %s", FULL_ROUTER)
     problems = list(errors)
@@ -465,11 +467,13 @@ def many_routers(db: Database, args) -> dict:
         disconnect = wait_disconnected(db, routers)
         collector.wait_for("router_disconnected", timeout=600, count=len(routers))
     finally:
-        for sender in senders:
-            failure = sender.finish()
-            if failure:
-                errors.append(failure)
-        collector.stop()
+        try:
+            for sender in senders:
+                failure = sender.finish()
+                if failure:
+                    errors.append(failure)
+        finally:
+            collector.stop()  # never left running behind a failed benchmark
     committed = {r: done[r] - started for r in routers}
     stored = dict(db.query("SELECT host(router_ip), count(*) FROM route_updates "
                            "WHERE router_ip = ANY(%s::inet[]) GROUP BY 1", routers))

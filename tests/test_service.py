@@ -29,6 +29,7 @@ from test_service_support import (
     join_all,
     manifest,
     manifest_peer,
+    private_database,
     query,
     reference_current,
     replay_from,
@@ -286,3 +287,31 @@ def test_sigterm_during_a_large_load_flushes_what_was_read(db_dsn, serve_factory
     assert (history, state) == (read, read)
     assert query(db_dsn, "SELECT connected FROM routers WHERE router_ip = %s", router) == [
         (False,)]
+
+
+def test_sigterm_during_a_database_outage_stops_in_time(make_local_pg, serve_factory):  # noqa: F811
+    """SIGTERM while the database is down and routes wait for it: the process
+    still exits within SHUTDOWN_TIMEOUT (supervisord would SIGKILL it otherwise),
+    with status 1 and pybmpmon_stopped flushed=false, so the loss is not silent."""
+    server, dsn = private_database(make_local_pg, "outage_stop")
+    shutdown_timeout = 6
+    serve = serve_factory(dsn, SHUTDOWN_TIMEOUT=str(shutdown_timeout), BATCH_TIMEOUT="0.2")
+    server.stop(mode="fast")
+    # Routes arrive with nowhere to go; the writer finds the database gone.
+    number = 61
+    deadline = time.monotonic() + 30
+    while not serve.find("database_unavailable"):
+        assert time.monotonic() < deadline, "no database_unavailable\n" + serve.dump()
+        source = f"127.0.0.{number}"
+        join_all([replay_from(source, "gobgp-pre-policy-small-1", serve.target)])
+        serve.wait_for("router_disconnected", router=source)
+        number += 1
+        time.sleep(0.3)
+
+    started = time.monotonic()
+    status = serve.terminate(timeout=shutdown_timeout + 10)
+    took = time.monotonic() - started
+    assert took <= shutdown_timeout + 1, (took, serve.dump())
+    assert status == 1, serve.dump()
+    (stopped,) = serve.find("pybmpmon_stopped")
+    assert stopped["flushed"] is False

@@ -35,6 +35,7 @@ from test_service_support import (
     messages_of,
     origin_value_offset,
     poll,
+    private_database,
     query,
     replay_from,
     serve_factory,  # noqa: F401 - the fixture
@@ -252,18 +253,7 @@ def test_database_outage_is_a_route_processing_error(make_local_pg, serve_factor
     """The database stops while routes arrive: one route_processing_error event with the
     seed's message, tags, contexts and route_count; once the database is back, every
     route accepted meanwhile is stored."""
-    import psycopg2
-
-    from pybmpmon.store.migrate import migrate
-
-    server = make_local_pg()
-    server.wait_ready()
-    admin = psycopg2.connect(server.dsn())
-    admin.autocommit = True
-    admin.cursor().execute("CREATE DATABASE outage")
-    admin.close()
-    dsn = server.dsn("outage")
-    migrate(dsn)
+    server, dsn = private_database(make_local_pg, "outage")
 
     serve = serve_factory(dsn, password=DB_PASSWORD, **sentry_settings(recorder.dsn()))
     captures = {"127.0.0.54": "gobgp-pre-policy-small-1"}

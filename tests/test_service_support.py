@@ -230,6 +230,23 @@ def serve_factory(tmp_path):
 # --- routers -----------------------------------------------------------------------------
 
 
+def private_database(make_local_pg, name: str) -> tuple:
+    """(a private server the test may stop, the DSN of database ``name`` in it, migrated)."""
+    import psycopg2
+
+    from pybmpmon.store.migrate import migrate
+
+    server = make_local_pg()
+    server.wait_ready()
+    admin = psycopg2.connect(server.dsn())
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    admin.close()
+    dsn = server.dsn(name)
+    migrate(dsn)
+    return server, dsn
+
+
 def connect_from(source: str, port: int, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                     source_address=(source, 0))
