@@ -502,3 +502,22 @@ def test_a_waiter_killed_in_line_gives_up_its_place():
     slots.release()
     patient.join(timeout=5)
     assert got == ["patient"]
+
+
+def test_stop_keeps_to_its_timeout_while_a_batch_is_stuck(db_dsn, make_writer, bmp_events):
+    """The database holds the batch (a lock) past the timeout: stop() still returns
+    within it, False, instead of waiting on for the batch in flight."""
+    ev = bmp_events
+    writer = make_writer(db_dsn, batch_size=10, batch_timeout=0.05)
+    lock = TableLock(db_dsn, "route_current")
+    try:
+        writer.submit(ROUTER, [ev.announce(ev.peer(), ["10.0.0.0/8"])])
+        deadline = time.monotonic() + 10
+        while writer._in_flight is None:  # the batch is in the database, waiting
+            assert time.monotonic() < deadline
+            gevent.sleep(0.05)
+        started = time.monotonic()
+        assert writer.stop(timeout=1.0) is False
+        assert time.monotonic() - started < 1.5
+    finally:
+        lock.release()

@@ -214,17 +214,24 @@ class Writer:
         Returns False when ``timeout`` ran out first (what was still pending is
         then lost, and the rest of the pool is closed anyway).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         ok = True
         if self._batcher is not None:
             done = gevent.event.Event()
             self._queue.put((_IN_TURN, next(self._arrival), (_STOP, None, done, None)))
             ok = done.wait(timeout)
             if not ok:
-                self._batcher.kill(block=True, timeout=5)
+                self._batcher.kill(block=True, timeout=left())
             self._batcher = None
+            # A batch still in the database gets what is left of the timeout,
+            # no more: the service promises to exit within SHUTDOWN_TIMEOUT.
             for flight in (self._in_flight, self._lane):
                 if flight is not None:
-                    flight.result.wait(5)
+                    flight.result.wait(left())
         self.pool.close()
         if self._lane_pool is not None:
             self._lane_pool.close()
