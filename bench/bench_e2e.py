@@ -504,11 +504,14 @@ def parse_only(args) -> float:
 
 
 def raw_copy_rate(db: Database, args) -> float:
-    """Rows/s of COPYing the table's history rows into an index-free table (bench_store.py)."""
+    """Rows/s of COPYing the table's history rows into an index-free table (bench_store.py),
+    in batches of the collector's BATCH_SIZE, each its own transaction as in the writer."""
     import bench_store
 
+    from pybmpmon.config import Settings
+
     chunks, _ = bench_store.decode_stream(args.v4, args.v6)
-    batches = bench_store.history_lines(chunks, args.batch_size or 5000)
+    batches = bench_store.history_lines(chunks, args.batch_size or Settings().batch_size)
     del chunks
     rows, took, _wal = bench_store.raw_copy(db.dsn, batches)
     return rows / took

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pybmpmon.store.rows import (
-    NULL, BatchBuilder, Op, Segment, clean_text, copy_escape, pg_array, sane_time)
+from pybmpmon.store.operations import clean_text, sane_time
+from pybmpmon.store.rows import NULL, BatchBuilder, Op, Segment, copy_escape, pg_array
 
 
 @pytest.mark.parametrize("text, expected", [

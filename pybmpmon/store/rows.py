@@ -52,9 +52,6 @@ from pybmpmon.bgp.model import family_name
 from pybmpmon.bmp.model import PeerHeader, RouteMonitoring
 from pybmpmon.store.operations import clean_text, operation, sane_time
 
-__all__ = ["NULL", "Batch", "BatchBuilder", "Op", "Segment", "attribute_fields", "clean_text",
-           "copy_escape", "pg_array", "sane_time"]
-
 NULL = "\\N"
 
 ORIGINS = ("igp", "egp", "incomplete")
@@ -207,9 +204,10 @@ class BatchBuilder:
     by digest only.  Sending it again is harmless (the database ignores a
     digest it has), forgetting it would not be, so a digest only counts as
     stored after its batch's COMMIT.  Memory stays bounded: the cache from
-    Attributes to digest holds ``attr_cache_size`` entries and the stored
-    digests ``stored_size``; when either is full it starts over (the price
-    is recomputing digests and sending some sets again).  The stored digests
+    Attributes to digest holds ``attr_cache_size`` entries (two generations:
+    when the newer is half full, the older is dropped), the stored digests
+    ``stored_size`` (when full, they start over); the price is recomputing
+    digests and sending some sets again.  The stored digests
     are also forgotten every ``stored_ttl`` seconds, so that a set is sent
     again (refreshing its last_sent) while it is in use: the database prunes
     sets by that date (sql.PRUNE_ATTRS).
@@ -418,9 +416,12 @@ class BatchBuilder:
             path_id = nlri.path_id or 0
             if unicast and not nlri.labels:
                 # The database's key is (nlri = the prefix, path_id).
-                key = nlri.prefix if not path_id else (nlri.prefix, path_id)
-                tail = None if nlri.path_id is None else self._route_tail(nlri, flag, digest,
-                                                                          unicast)
+                if path_id:
+                    key = (nlri.prefix, path_id)
+                    tail = self._route_tail(nlri, flag, digest, unicast)
+                else:
+                    key = nlri.prefix
+                    tail = None
             else:
                 key = (nlri.key, path_id)
                 tail = self._route_tail(nlri, flag, digest, unicast)
