@@ -12,6 +12,7 @@ backslashes are stored as they are.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from typing import Optional
@@ -98,7 +99,7 @@ def _peer_up(event: PeerUp, received_at: float) -> tuple:
     data.update({
         "local_ip": str(event.local_address), "local_port": event.local_port,
         "remote_port": event.remote_port, "local_asn": sent.asn,
-        "local_bgp_id": _ip_or_none(sent.bgp_id), "peer_bgp_id": _ip_or_none(received.bgp_id)
+        "local_bgp_id": ip_text(sent.bgp_id), "peer_bgp_id": ip_text(received.bgp_id)
         or data["peer_bgp_id"], "hold_time": hold,
         "four_octet_as": sent.four_octet_as and received.four_octet_as,
         "families": families, "add_path": add_path,
@@ -168,7 +169,13 @@ _BUILDERS = {StatisticsReport: _stats, PeerUp: _peer_up, PeerDown: _peer_down,
              Initiation: _initiation, Termination: _termination}
 
 
-def _ip_or_none(text) -> Optional[str]:
+@functools.lru_cache(maxsize=65536)
+def ip_text(text) -> Optional[str]:
+    """The address in PostgreSQL's text form, or None when it is not a valid address.
+
+    Cached: next hops repeat across a whole table (rows.py uses it per
+    attribute set).
+    """
     if not text:
         return None
     try:

@@ -34,9 +34,7 @@ the COPY-format escaping used for any non-fixed text that does go into a line.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import ipaddress
 import re
 import time
 import uuid
@@ -50,7 +48,7 @@ from pybmpmon.bgp.attributes import (
 )
 from pybmpmon.bgp.model import family_name
 from pybmpmon.bmp.model import PeerHeader, RouteMonitoring
-from pybmpmon.store.operations import clean_text, operation, sane_time
+from pybmpmon.store.operations import clean_text, ip_text, operation, sane_time
 
 NULL = "\\N"
 
@@ -78,18 +76,10 @@ def pg_array(items: Iterable) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-@functools.lru_cache(maxsize=65536)
 def _ip_or_null(text) -> str:
-    """The address as COPY text, or NULL when it is not a valid address.
-
-    Cached: next hops repeat across a whole table.
-    """
-    if not text:
-        return NULL
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return NULL
+    """The address as COPY text, or NULL when it is not a valid address."""
+    found = ip_text(text)
+    return NULL if found is None else found
 
 
 def _field(value) -> str:
