@@ -165,6 +165,49 @@ def test_same_key_several_times_in_one_batch(db, bmp_events):
     assert (row["learn_count"], row["withdraw_count"], row["change_count"]) == (2, 1, 2)
 
 
+def test_new_keys_go_by_plain_insert_and_known_keys_fall_back(db, bmp_events):
+    """First occurrences are tried as a plain INSERT; a known key among them
+    rolls that back to the upsert, with nothing lost or counted twice."""
+    ev = bmp_events
+    peer = ev.peer()
+    db.apply([ev.announce(peer, ["10.1.0.0/16", "10.2.0.0/16"], ev.attrs(med=1))])
+    assert (db.store.fresh_attempts, db.store.fresh_failures) == (1, 0)
+    # Two new keys around a known one (withdrawn here): the attempt meets
+    # the known key after inserting 10.0.0.0/16, and is rolled back.
+    db.apply([ev.announce(peer, ["10.0.0.0/16"], ev.attrs(med=2)),
+              ev.withdraw(peer, ["10.1.0.0/16"]),
+              ev.announce(peer, ["10.3.0.0/16"], ev.attrs(med=2))])
+    assert (db.store.fresh_attempts, db.store.fresh_failures) == (2, 1)
+    counts = {r["nlri"]: (r["learn_count"], r["withdraw_count"], r["is_withdrawn"], r["med"])
+              for r in db.rows("SELECT * FROM route_state")}
+    assert counts == {"10.0.0.0/16": (1, 0, False, 2), "10.1.0.0/16": (1, 1, True, 1),
+                      "10.2.0.0/16": (1, 0, False, 1), "10.3.0.0/16": (1, 0, False, 2)}
+    assert db.one("SELECT count(*) AS n FROM route_updates")["n"] == 5
+    # After a failure the next segment goes straight to the upsert; the one
+    # after tries again, and success resets the backoff.
+    db.apply([ev.announce(peer, ["10.4.0.0/16"])])
+    assert (db.store.fresh_attempts, db.store.fresh_failures) == (2, 1)
+    for prefix in ("10.5.0.0/16", "10.6.0.0/16"):
+        db.apply([ev.announce(peer, [prefix])])
+    assert (db.store.fresh_attempts, db.store.fresh_failures) == (4, 1)
+    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 7
+
+
+def test_known_keys_back_off_the_plain_insert(db, bmp_events):
+    """A steady flow of updates to known routes: attempts after 1, 2, 4 ... segments."""
+    ev = bmp_events
+    peer = ev.peer()
+    db.apply([ev.announce(peer, ["10.0.0.0/8"])])
+    attempts = []
+    for med in range(12):
+        before = db.store.fresh_attempts
+        db.apply([ev.announce(peer, ["10.0.0.0/8"], ev.attrs(med=med))])
+        attempts.append(db.store.fresh_attempts - before)
+    assert attempts == [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+    assert db.store.fresh_failures == 4
+    assert db.state("10.0.0.0/8")["learn_count"] == 13
+
+
 @pytest.mark.parametrize("max_gen", [2, 8])
 def test_long_flap_in_one_batch(db, bmp_events, max_gen):
     """More occurrences of one key than generations per segment: segments split."""

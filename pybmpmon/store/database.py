@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Optional
 
+from psycopg2.errors import UniqueViolation
 from psycopg2.extras import execute_values
 
 from pybmpmon.store import sql
@@ -35,6 +36,7 @@ DAYS_AHEAD = 2
 ATTRS_PRUNE_INTERVAL = 86400.0
 ATTRS_GRACE = 2 * 86400.0
 COPY_BUFFER = 8 << 20
+FRESH_BACKOFF_MAX = 64  # segments: see Store._merge
 
 
 def _values(cur, statement: str, template, rows) -> str:
@@ -88,6 +90,11 @@ class Store:
         self.timings: dict = {}  # seconds per step of the last batch (benchmarks, debugging)
         self._native_partitions: Optional[bool] = None
         self._attrs_pruned_at: Optional[float] = None
+        # New keys as a plain INSERT (see _merge): segments to skip before
+        # the next attempt, and the skip after the next failure.
+        self._fresh_skip = 0
+        self._fresh_backoff = 1
+        self.fresh_attempts = self.fresh_failures = 0  # for tests and benchmarks
 
     # -- batches -----------------------------------------------------------
 
@@ -142,12 +149,44 @@ class Store:
             statements.append(sql.STORE_ATTRS)
         merged = clock()
         statements.append(sql.INSERT_HISTORY)
-        statements.extend(sql.UPSERT_STATE % gen for gen in range(seg.max_gen + 1))
-        cur.execute(";\n".join(statements))
+        self._merge(cur, statements, seg.max_gen)
         done = clock()
         for name, took in (("prepare", copied - started), ("copy", merged - copied),
                            ("merge", done - merged)):
             timings[name] = timings.get(name, 0.0) + took
+
+    def _merge(self, cur, statements: list, max_gen: int) -> None:
+        """Run ``statements``, then merge the stage into route_current, generation by generation.
+
+        Strategy: first occurrences (generation 0) are tried as a plain
+        INSERT in a savepoint: on a table load every key is new, and the
+        upsert's speculative insertion would cost a third more.  A key that
+        exists fails the attempt (unique violation on the key): the
+        savepoint is rolled back, the upsert runs instead, and the attempt is
+        skipped for the next 1, 2, 4 ... 64 segments, so that a steady flow
+        of updates to known routes pays for a failed attempt rarely.  A
+        failure costs what the INSERT did before it met the known key, plus
+        dead rows for VACUUM.
+        """
+        fresh = self._fresh_skip == 0
+        upserts = [sql.UPSERT_STATE % gen for gen in range(1 if fresh else 0, max_gen + 1)]
+        if not fresh:
+            self._fresh_skip -= 1
+            cur.execute(";\n".join(statements + upserts))
+            return
+        self.fresh_attempts += 1
+        try:
+            cur.execute(";\n".join(statements + [sql.FRESH_SAVEPOINT, sql.INSERT_STATE % 0,
+                                                   sql.FRESH_RELEASE] + upserts))
+        except UniqueViolation as exc:
+            if exc.diag.constraint_name != sql.STATE_KEY:
+                raise
+            cur.execute(";\n".join([sql.FRESH_ROLLBACK, sql.UPSERT_STATE % 0] + upserts))
+            self.fresh_failures += 1
+            self._fresh_skip = self._fresh_backoff
+            self._fresh_backoff = min(FRESH_BACKOFF_MAX, self._fresh_backoff * 2)
+        else:
+            self._fresh_backoff = 1
 
     def _op(self, cur, op: Op, result: dict) -> None:
         params = dict(op.data, router_ip=op.router_ip, t=op.time)
