@@ -7,7 +7,16 @@ import time
 import pytest
 
 from pybmpmon.store.operations import clean_text, sane_time
-from pybmpmon.store.rows import NULL, BatchBuilder, Op, Segment, copy_escape, pg_array
+from pybmpmon.bgp.model import Attributes
+from pybmpmon.store.rows import (
+    NULL,
+    BatchBuilder,
+    Op,
+    Segment,
+    attribute_fields,
+    copy_escape,
+    pg_array,
+)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -48,6 +57,28 @@ def test_sane_time():
 def fields(line):
     assert line.endswith("\n")
     return line[:-1].split("\t")
+
+
+def test_attribute_fields_text_and_digest():
+    """The stage_attrs line of a set with every field, and of an empty one."""
+    full = Attributes(origin=1, as_path=((2, (65001, 4200000010)), (1, (65010, 65011))),
+                      med=0, local_pref=4294967295, atomic_aggregate=True,
+                      aggregator=(65001, "192.0.2.9"), communities=((65001, 1), (0, 0)),
+                      originator_id="192.0.2.7", cluster_list=("192.0.2.5", "192.0.2.6"),
+                      ext_communities=(bytes.fromhex("0002fde900000001"),),
+                      large_communities=((4200000001, 1, 2),))
+    line, digest = attribute_fields(full, "2001:DB8::1")
+    assert line.split("\t") == [
+        str(digest), "2001:db8::1", "egp", "{65001,4200000010,65010,65011}", NULL, "0",
+        "4294967295", "{65001:1,0:0}", "{4200000001:1:2}", "{rt:65001:1}", "t",
+        "65001:192.0.2.9", "192.0.2.7", "{192.0.2.5,192.0.2.6}"]
+    # Equal content, equal digest, in any process: BLAKE2b of the text.
+    assert attribute_fields(full._replace(), "2001:db8::1") == (line, digest)
+    empty, _digest = attribute_fields(Attributes(origin=7), None)
+    assert empty.split("\t")[1:] == [NULL, "7", "{}", NULL, NULL, NULL, NULL, NULL, NULL, "f",
+                                      NULL, NULL, NULL]
+    one, _digest = attribute_fields(Attributes(as_path=((2, (64496,)),)), "192.0.2.1")
+    assert one.split("\t")[2:5] == [NULL, "{64496}", "64496"]
 
 
 def test_unicast_line_layout(bmp_events):

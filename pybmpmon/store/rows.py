@@ -99,36 +99,53 @@ def _safe_array(texts: list) -> str:
     return copy_escape(pg_array(texts))
 
 
+def _number(value) -> str:
+    return NULL if value is None else str(value)
+
+
 def attribute_fields(attrs, next_hop) -> tuple[str, int]:
     """(COPY text of a stage_attrs line without its newline, the attribute digest).
 
     The digest (BLAKE2b, 8 bytes, signed) is of the attribute text, so equal
-    sets get equal digests in every process.  Called once per distinct
-    attribute set and next hop (BatchBuilder caches the result), so clarity
-    beats speed here, within reason.
+    sets get equal digests in every process.  Called for nearly every UPDATE
+    of a full table (a table has too many distinct sets for BatchBuilder's
+    cache to hold), so the fields the decoder gives as integers (ASNs, MED,
+    LOCAL_PREF, communities) are written without escaping: digits need none.
     """
-    path = [asn for _seg_type, asns in attrs.as_path for asn in asns]
-    aggregator = None
-    if attrs.aggregator is not None:
-        aggregator = f"{attrs.aggregator[0]}:{attrs.aggregator[1]}"
-    origin = None
-    if attrs.origin is not None:
-        origin = ORIGINS[attrs.origin] if attrs.origin < 3 else str(attrs.origin)
-    cluster = [_ip_or_null(x) for x in attrs.cluster_list]
+    origin = attrs.origin
+    if origin is not None:
+        origin = ORIGINS[origin] if origin < 3 else str(origin)
+    as_path = attrs.as_path
+    if not as_path:
+        path, origin_asn = "{}", NULL
+    elif len(as_path) == 1:
+        seg_type, asns = as_path[0]
+        path = "{" + ",".join(map(str, asns)) + "}"
+        origin_asn = str(asns[-1]) if seg_type == 2 and asns else NULL
+    else:
+        path = "{" + ",".join([str(asn) for _seg, asns in as_path for asn in asns]) + "}"
+        origin_asn = _number(origin_as(as_path))
+    communities = attrs.communities
+    large = attrs.large_communities
+    aggregator = attrs.aggregator
+    cluster = attrs.cluster_list
+    if cluster:
+        cluster = [_ip_or_null(x) for x in cluster]
+        cluster = NULL if NULL in cluster else _safe_array(cluster)
     body = "\t".join((
         _ip_or_null(next_hop),
-        _field(origin),
-        "{" + ",".join(map(str, path)) + "}",
-        _field(origin_as(attrs.as_path)),
-        _field(attrs.med),
-        _field(attrs.local_pref),
-        _safe_array([format_community(c) for c in attrs.communities]),
-        _safe_array([format_large_community(c) for c in attrs.large_communities]),
+        NULL if origin is None else origin,
+        path,
+        origin_asn,
+        _number(attrs.med),
+        _number(attrs.local_pref),
+        "{" + ",".join(map(format_community, communities)) + "}" if communities else NULL,
+        "{" + ",".join(map(format_large_community, large)) + "}" if large else NULL,
         _safe_array([format_ext_community(c) for c in attrs.ext_communities]),
         "t" if attrs.atomic_aggregate else "f",
-        _field(aggregator),
+        NULL if aggregator is None else _field(f"{aggregator[0]}:{aggregator[1]}"),
         _ip_or_null(attrs.originator_id),
-        NULL if NULL in cluster else _safe_array(cluster),
+        cluster or NULL,
     ))
     digest = int.from_bytes(hashlib.blake2b(body.encode(), digest_size=8).digest(), "big",
                             signed=True)
