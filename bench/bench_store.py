@@ -6,7 +6,9 @@
    default; --small for 50k) is decoded with RouterSession, untimed.
 2. **Writer**: the decoded events go through :class:`pybmpmon.store.Writer`
    (history rows in route_updates and current state in route_state, with
-   every index), timed from the first submit to the last commit.
+   every index), timed from the first submit to the last commit.  Then the
+   **reload**: the router's session ends and the same table comes again (a
+   router restart), so every key is known and the upsert does the work.
 3. **Raw COPY**: the same history rows, as COPY text prepared beforehand, are
    copied into an index-free table with route_updates' columns in the same
    database, in batches of the same size: the database's own ceiling.
@@ -157,10 +159,13 @@ def raw_copy(dsn: str, batches: list) -> tuple:
     return rows, took, wal
 
 
-def run_writer(dsn: str, chunks, batch_size: int) -> tuple:
+def run_writer(dsn: str, chunks, batch_size: int, reload: bool = False) -> tuple:
     """(routes, seconds, writer stats) of the whole table through the writer.
 
-    The stats include ``wal_bytes``: WAL the server wrote meanwhile.
+    The stats include ``wal_bytes``: WAL the server wrote meanwhile, and
+    ``fresh``: (attempts, failures) of the plain INSERT of new keys.
+    ``reload``: the router's session ends first and the table comes again,
+    as after a router restart: every key is known, the upsert does the work.
     """
     import gevent
     import psycopg2
@@ -189,6 +194,8 @@ def run_writer(dsn: str, chunks, batch_size: int) -> tuple:
     wal_cursor.execute("SELECT pg_current_wal_lsn()::text")
     wal0 = wal_cursor.fetchone()[0]
     started = time.perf_counter()
+    if reload:
+        writer.router_disconnected("192.0.2.254")
     writer.router_connected("192.0.2.254")
     for events in chunks:
         writer.submit("192.0.2.254", events)
@@ -198,6 +205,7 @@ def run_writer(dsn: str, chunks, batch_size: int) -> tuple:
     stats = dict(writer.stats, wal_bytes=int(wal_cursor.fetchone()[0]))
     probe.close()
     stats["database_s"] = totals
+    stats["fresh"] = (writer.store.fresh_attempts, writer.store.fresh_failures)
     writer.stop(timeout=60)
     return stats["routes"], took, stats
 
@@ -322,6 +330,10 @@ def main(argv=None) -> int:
         log(f"writer: {written / took:,.0f} routes/s ({took:.1f} s, {stats['batches']} batches)")
         log("  database time per step: " + ", ".join(
             f"{name} {secs:.1f} s" for name, secs in stats["database_s"].items()))
+        reloaded, reload_took, reload_stats = run_writer(dsn, chunks, args.batch_size, reload=True)
+        log(f"writer, reload: {reloaded / reload_took:,.0f} routes/s ({reload_took:.1f} s; plain "
+            f"INSERT of new keys tried {reload_stats['fresh'][0]} times, "
+            f"failed {reload_stats['fresh'][1]})")
         rows, raw_after, _ = raw_copy(dsn, batches)
         log(f"raw COPY (after): {rows / raw_after:,.0f} rows/s ({raw_after:.1f} s)")
         raw_rate = 2 * rows / (raw_before + raw_after)
@@ -345,6 +357,8 @@ def main(argv=None) -> int:
         log(f"raw COPY               {raw_rate:>12,.0f} rows/s   (history rows, no index)")
         log(f"writer                 {writer_rate:>12,.0f} routes/s (history + current state)")
         log(f"writer / raw COPY      {ratio:>12.0%}          (target >= 50%)")
+        log(f"writer, reload         {reloaded / reload_took:>12,.0f} routes/s (the same table "
+            f"again after a reconnect: every key known)")
         log(f"WAL per route          {stats['wal_bytes'] / written:>12,.0f} bytes    "
             f"(raw COPY: {raw_wal / rows:,.0f} bytes per row)")
         log(f"route_state            {state_rows:>12,} rows, {state_size}; "
