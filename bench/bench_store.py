@@ -176,15 +176,19 @@ def run_writer(dsn: str, chunks, batch_size: int, reload: bool = False) -> tuple
     tune_interpreter()  # as `pybmpmon serve` runs the writer
     writer = Writer(dsn, batch_size=batch_size, batch_timeout=1.0, max_pending=32)
     totals: dict = {}
-    apply = writer.store.apply
 
-    def timed_apply(batch):
-        result = apply(batch)
-        for name, took in writer.store.timings.items():
-            totals[name] = totals.get(name, 0.0) + took
-        return result
+    def timed(store):
+        apply = store.apply
 
-    writer.store.apply = timed_apply
+        def timed_apply(batch):
+            result = apply(batch)
+            for name, took in store.timings.items():
+                totals[name] = totals.get(name, 0.0) + took
+            return result
+        return timed_apply
+
+    for store in writer.stores:
+        store.apply = timed(store)
     writer.start()
     gevent.sleep(0.5)  # start-up maintenance out of the measurement
     writer.flush(timeout=60)
@@ -205,7 +209,8 @@ def run_writer(dsn: str, chunks, batch_size: int, reload: bool = False) -> tuple
     stats = dict(writer.stats, wal_bytes=int(wal_cursor.fetchone()[0]))
     probe.close()
     stats["database_s"] = totals
-    stats["fresh"] = (writer.store.fresh_attempts, writer.store.fresh_failures)
+    stats["fresh"] = (sum(store.fresh_attempts for store in writer.stores),
+                      sum(store.fresh_failures for store in writer.stores))
     writer.stop(timeout=60)
     return stats["routes"], took, stats
 

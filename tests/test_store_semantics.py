@@ -476,3 +476,40 @@ def test_history_keeps_router_time_and_receive_time(db, bmp_events):
                    "FROM peer_events WHERE event = 'peer_down'")
     assert abs(float(event["t"]) - (NOW + 5)) < 0.01
     assert abs(float(event["r"]) - (NOW + 10)) < 0.01
+
+
+def test_prestaged_batch_is_applied_on_its_connection(db, bmp_events):
+    """Store.prestage copies a batch's routes ahead, in the transaction apply()
+    then finishes; a prestage for another batch is given back unused."""
+    ev = bmp_events
+    peer = ev.peer()
+
+    def batch(prefixes):
+        builder = BatchBuilder()
+        builder.add_events(ROUTER, [ev.announce(peer, prefixes)])
+        return builder.take()
+
+    first, second = batch(["10.1.0.0/16"]), batch(["10.2.0.0/16", "10.3.0.0/16"])
+    db.store.prestage(first)
+    # Nothing is visible before apply(): the copy is in an open transaction
+    # that touched only its own temporary tables.
+    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 0
+    db.store.apply(first)
+    assert "prestage" in db.store.timings
+    db.store.prestage(first)  # staged for a batch that is not the one applied next
+    db.store.apply(second)
+    assert "prestage" not in db.store.timings
+    assert sorted(r["nlri"] for r in db.rows("SELECT nlri FROM route_state")) == [
+        "10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"]
+    assert db.one("SELECT count(*) AS n FROM route_updates")["n"] == 3
+    # A server that dropped the staged connection: apply() fails as for any
+    # lost connection (the writer retries), and the retry does the copy itself.
+    db.store.prestage(second)
+    with db.conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                    "AND state = 'idle in transaction'")
+    third = batch(["10.4.0.0/16"])
+    db.store.prestage(third)  # releases the dead connection first, then stages on a new one
+    db.store.apply(third)
+    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 4

@@ -521,3 +521,41 @@ def test_stop_keeps_to_its_timeout_while_a_batch_is_stuck(db_dsn, make_writer, b
         assert time.monotonic() - started < 1.5
     finally:
         lock.release()
+
+
+def test_pipeline_alternates_connections_and_keeps_order(db_dsn, make_writer, bmp_events):
+    """Batches go to two connections in turn, the next one copied while the one
+    before is merged; the same routes flapping across batches end in the
+    state of the last event, counted once each."""
+    ev = bmp_events
+    writer = make_writer(db_dsn, batch_size=300, pool_size=4)
+    assert len(writer.stores) == 2
+    applied = {id(store): 0 for store in writer.stores}
+    staged = []
+    for store in writer.stores:
+        def counting(batch, store=store, apply=store.apply):
+            result = apply(batch)
+            applied[id(store)] += 1
+            staged.append("prestage" in store.timings)
+            return result
+        store.apply = counting
+    peer = ev.peer()
+    routes = prefixes(200)
+    rounds = 12
+    for i in range(rounds):
+        if i % 2:
+            writer.submit(ROUTER, [ev.withdraw(peer, routes)])
+        else:
+            writer.submit(ROUTER, [ev.announce(peer, routes, ev.attrs(med=i))])
+    assert writer.flush(timeout=60)
+    assert all(count >= 2 for count in applied.values()), applied
+    assert any(staged), "no batch was copied ahead"
+    assert scalar(db_dsn, "SELECT count(*) FROM route_updates") == rounds * 200
+    # The last event of each route was a withdrawal, after an announcement with med 10.
+    assert scalar(db_dsn, "SELECT count(*) FROM route_state WHERE is_withdrawn AND med = 10 "
+                  "AND learn_count = 6 AND withdraw_count = 6") == 200
+
+
+def test_one_main_connection_means_no_pipeline(db_dsn, make_writer, bmp_events):
+    writer = make_writer(db_dsn, pool_size=2)
+    assert len(writer.stores) == 1 and writer._lane_store is not None

@@ -17,11 +17,12 @@ import logging
 import time
 from typing import Optional
 
+import psycopg2
 from psycopg2.errors import UniqueViolation
 from psycopg2.extras import execute_values
 
 from pybmpmon.store import sql
-from pybmpmon.store.pool import ConnectionPool
+from pybmpmon.store.pool import ConnectionPool, is_connection_error
 from pybmpmon.store.rows import Batch, Op, Segment
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,46 @@ class Store:
         self._fresh_skip = 0
         self._fresh_backoff = 1
         self.fresh_attempts = self.fresh_failures = 0  # for tests and benchmarks
+        # (batch id, segment, connection in its transaction, seconds): see prestage.
+        self._staged: Optional[tuple] = None
 
     # -- batches -----------------------------------------------------------
+
+    def prestage(self, batch: Batch) -> None:
+        """Open ``batch``'s transaction by copying its first route segment into the stage.
+
+        Strategy (the writer's pipeline, see writer.py): this runs while the
+        batch before is still in the database on another connection.  It
+        writes only this connection's temporary tables, so it takes no lock
+        the other transaction could wait for; everything that does (scopes,
+        peers, history, state) waits for :meth:`apply`.  The connection stays
+        in its transaction until ``apply(batch)`` takes it over.  If this
+        fails, apply() copies the segment itself.
+        """
+        self.release_staged()
+        seg = next((part for part in batch.parts if isinstance(part, Segment)), None)
+        if seg is None:
+            return
+        started = time.perf_counter()
+        conn = self.pool.get()
+        try:
+            with conn.cursor() as cur:
+                self._copy_stage(cur, seg)
+        except BaseException as exc:
+            self.pool.put(conn, broken=is_connection_error(exc)
+                          or not isinstance(exc, psycopg2.Error))
+            raise
+        self._staged = (batch.batch_id, seg, conn, time.perf_counter() - started)
+
+    def release_staged(self) -> None:
+        """Give back a connection left by :meth:`prestage` (its transaction is rolled back)."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            self.pool.put(staged[2])
+
+    def close(self) -> None:
+        self.release_staged()
+        self.pool.close()
 
     def apply(self, batch: Batch) -> dict:
         """Apply ``batch`` in one transaction; returns counts of what it did."""
@@ -104,7 +143,14 @@ class Store:
         result = {"routes": batch.route_count, "withdrawn_by_peer_down": 0, "swept": 0,
                   "stale_scopes": 0, "duplicate": False}
         self.timings = timings = {}
-        with self.pool.connection() as conn:
+        staged, self._staged = self._staged, None
+        conn = staged_seg = None
+        if staged is not None:
+            if staged[0] == batch.batch_id:
+                conn, staged_seg, timings["prestage"] = staged[2], staged[1], staged[3]
+            else:
+                self.pool.put(staged[2])
+        with self.pool.connection(conn) as conn:
             with conn.cursor() as cur:
                 # Statements are sent together where possible: every round
                 # trip costs a GIL hand-over from the busy hub thread.
@@ -120,7 +166,7 @@ class Store:
                     return result
                 for part in batch.parts:
                     if isinstance(part, Segment):
-                        self._segment(cur, part, timings)
+                        self._segment(cur, part, timings, staged=part is staged_seg)
                     else:
                         self._op(cur, part, result)
             started = time.perf_counter()
@@ -128,11 +174,22 @@ class Store:
             timings["commit"] = time.perf_counter() - started
         return result
 
-    def _segment(self, cur, seg: Segment, timings: dict) -> None:
+    @staticmethod
+    def _copy_stage(cur, seg: Segment) -> None:
+        cur.execute(sql.TRUNCATE_STAGE)
+        cur.copy_expert(sql.COPY_STAGE, _LinesReader(seg.lines), size=COPY_BUFFER)
+        if seg.attrs:
+            cur.copy_expert(sql.COPY_STAGE_ATTRS, _LinesReader(seg.attrs), size=COPY_BUFFER)
+
+    def _segment(self, cur, seg: Segment, timings: dict, staged: bool = False) -> None:
+        """Stage the segment (unless :meth:`prestage` did), then merge it, in one round trip."""
         clock = time.perf_counter
         started = clock()
+        if not staged:
+            self._copy_stage(cur, seg)
+        copied = clock()
         scopes = sorted({scope[:5] for scope in seg.scopes})
-        statements = [sql.TRUNCATE_STAGE, _values(cur, sql.ENSURE_SCOPES, None, scopes)]
+        statements = [_values(cur, sql.ENSURE_SCOPES, None, scopes)]
         if seg.peers:
             rows = [(key[0], key[1], key[2], key[3], asn, str(bgp_id), at, at)
                     for key, (asn, bgp_id, at) in seg.peers.items()]
@@ -140,19 +197,12 @@ class Store:
         refs = [(ref, *scope) for scope, ref in seg.scopes.items()]
         statements.append(_values(cur, sql.FILL_STAGE_SCOPES, sql.FILL_STAGE_SCOPES_TEMPLATE,
                                   refs))
-        cur.execute(";\n".join(statements))
-        copied = clock()
-        cur.copy_expert(sql.COPY_STAGE, _LinesReader(seg.lines), size=COPY_BUFFER)
-        statements = []
         if seg.attrs:
-            cur.copy_expert(sql.COPY_STAGE_ATTRS, _LinesReader(seg.attrs), size=COPY_BUFFER)
             statements.append(sql.STORE_ATTRS)
-        merged = clock()
         statements.append(sql.INSERT_HISTORY)
         self._merge(cur, statements, seg.max_gen)
         done = clock()
-        for name, took in (("prepare", copied - started), ("copy", merged - copied),
-                           ("merge", done - merged)):
+        for name, took in (("copy", copied - started), ("merge", done - copied)):
             timings[name] = timings.get(name, 0.0) + took
 
     def _merge(self, cur, statements: list, max_gen: int) -> None:

@@ -105,9 +105,13 @@ class ConnectionPool:
             pass
 
     @contextmanager
-    def connection(self):
-        """A connection for one unit of work: rolled back on error, dropped if broken."""
-        conn = self.get()
+    def connection(self, conn=None):
+        """A connection for one unit of work: rolled back on error, dropped if broken.
+
+        ``conn``: one taken with :meth:`get` earlier, handed to this unit of work.
+        """
+        if conn is None:
+            conn = self.get()
         try:
             yield conn
         except BaseException as exc:

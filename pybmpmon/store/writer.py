@@ -14,7 +14,9 @@ Shape (SPEC §2, §5):
   connections; on a native thread it works and the hub stays free to serve
   routers.  While one batch is in the database the batcher builds the next,
   so Python and PostgreSQL work at the same time.  These *main* batches are
-  applied one after the other, in order.
+  applied one after the other, in order; the next one is already copied into
+  a second connection's staging table while the one before is merged
+  (``Writer._dispatch``).
 - The *lane*, so that a new router's Peer Up is stored within a second, not
   after another router's table load (issue 4).  A submission without routes
   (connect, Initiation, Peer Up, statistics, Termination) from a router that
@@ -133,11 +135,12 @@ class Writer:
     ``max_pending`` bounds the queue in submissions (one per ``submit`` call:
     typically what one socket read decoded into), as many again for
     lane-bound ones.  ``pool_size`` bounds the idle connections kept; one of
-    them is the lane's (no lane with 1).
+    them is the lane's (no lane with 1); with 3 or more, main batches
+    alternate between two connections (the pipeline, see :meth:`_dispatch`).
     """
 
     def __init__(self, dsn: str, batch_size: int = 20000, batch_timeout: float = 1.0,
-                 max_pending: int = 64, pool_size: int = 2,
+                 max_pending: int = 64, pool_size: int = 4,
                  retention: Optional[dt.timedelta] = None, retry_initial: float = 0.5,
                  retry_max: float = 10.0, maintenance_interval: float = 3600.0,
                  max_gen: int = 8, reset_connected: bool = True,
@@ -153,11 +156,18 @@ class Writer:
         self.maintenance_interval = maintenance_interval
         self.reset_connected = reset_connected
         # The lane takes one connection of pool_size; it gets its own pool and
-        # Store because both serve one thread at a time.
+        # Store because both serve one thread at a time.  With 3 or more, main
+        # batches alternate between two Stores (the pipeline, see _dispatch).
         lane = pool_size > 1
-        self.pool = ConnectionPool(dsn, size=pool_size - 1 if lane else pool_size,
+        main_size = pool_size - 1 if lane else pool_size
+        second = main_size >= 2
+        self.pool = ConnectionPool(dsn, size=main_size - 1 if second else main_size,
                                    setup=setup_connection)
         self.store = Store(self.pool, retention=retention)
+        self.stores = [self.store]
+        if second:
+            self.stores.append(Store(ConnectionPool(dsn, size=1, setup=setup_connection),
+                                     retention=retention))
         self._lane_pool = ConnectionPool(dsn, size=1, setup=setup_connection) if lane else None
         self._lane_store = Store(self._lane_pool) if lane else None
         # Ranked (rank, arrival, item); each rank has max_pending slots.
@@ -232,7 +242,8 @@ class Writer:
             for flight in (self._in_flight, self._lane):
                 if flight is not None:
                     flight.result.wait(left())
-        self.pool.close()
+        for store in self.stores:
+            store.close()
         if self._lane_pool is not None:
             self._lane_pool.close()
         return ok
@@ -406,12 +417,34 @@ class Writer:
                 log.exception("database_maintenance_failed")
 
     def _dispatch(self) -> None:
-        """Send the batch being built to the database, after everything sent before."""
-        self._drain()
-        self._maintain()
+        """Send the batch being built to the database, after everything sent before.
+
+        Strategy (the pipeline): main batches alternate between two Stores.
+        While batch N is still in the database, batch N+1 is already copied
+        into the other connection's stage (Store.prestage: temporary tables
+        only, no lock N could wait for); once N is committed, N+1's merge
+        starts at once.  The copy is a fifth of a batch's database time, and
+        it overlaps N's merge on the second core.  Batches still commit one
+        after the other, in order, each in one transaction.
+        """
         if self._builder.empty:
+            self._drain()
+            self._maintain()
             return
-        self._in_flight = self._launch(_Flight(self._builder.take(), self.store))
+        batch = self._builder.take()
+        store = self.store
+        staging = None
+        if self._in_flight is not None and len(self.stores) > 1:
+            store = self.stores[1] if self._in_flight.store is self.stores[0] else self.stores[0]
+            staging = gevent.get_hub().threadpool.spawn(store.prestage, batch)
+        self._drain()
+        if staging is not None:
+            try:
+                staging.get()
+            except Exception as exc:  # noqa: BLE001 - apply() copies it instead
+                log.debug("batch_prestage_failed", extra={"error": str(exc).strip()})
+        self._maintain()
+        self._in_flight = self._launch(_Flight(batch, store))
 
     def _send_lane(self) -> None:
         """Send the lane's waiting submissions, unless a lane batch is in the database."""
@@ -534,9 +567,10 @@ class Writer:
             # The idle connections of a pool that sat out the outage are
             # likely dead (a server restart): a fresh one beats a second
             # outage at its next use.  Not while a thread may be using it.
-            for pool, flight in ((self.pool, self._in_flight), (self._lane_pool, self._lane)):
-                if pool is not None and flight is None:
-                    pool.close()
+            busy = {flight.store for flight in (self._in_flight, self._lane) if flight is not None}
+            for store in self.stores + [self._lane_store]:
+                if store is not None and store not in busy:
+                    store.close()
 
     # -- on the native thread ----------------------------------------------
 
