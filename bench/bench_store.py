@@ -284,13 +284,18 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true", help="50k routes instead of 1.2M")
     parser.add_argument("--v4", type=int, default=1_000_000)
     parser.add_argument("--v6", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=20000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="routes per batch (default: BATCH_SIZE's default, as serve uses)")
     parser.add_argument("--dsn", help="a scratch database to use instead of a private server")
     parser.add_argument("--keep", action="store_true", help="leave the private server's data")
     parser.add_argument("--shared-buffers", default="2GB",
                         help="shared_buffers of the private server (default 2GB)")
     args = parser.parse_args(argv)
     v4, v6 = SMALL if args.small else (args.v4, args.v6)
+    if args.batch_size is None:
+        from pybmpmon.config import Settings
+
+        args.batch_size = Settings().batch_size
 
     from pybmpmon.store.migrate import migrate
 
