@@ -180,6 +180,7 @@ class Writer:
         self._lane_builder = BatchBuilder(max_gen=max_gen)  # lane submissions not sent yet
         self._batcher: Optional[gevent.Greenlet] = None
         self._in_flight: Optional[_Flight] = None  # the main batch in the database
+        self._staging: Optional[Store] = None  # the store prestaging the next batch
         self._lane: Optional[_Flight] = None  # the lane batch in the database
         self._next_maintenance = 0.0
         self._outage_since: Optional[float] = None
@@ -437,12 +438,16 @@ class Writer:
         if self._in_flight is not None and len(self.stores) > 1:
             store = self.stores[1] if self._in_flight.store is self.stores[0] else self.stores[0]
             staging = gevent.get_hub().threadpool.spawn(store.prestage, batch)
-        self._drain()
-        if staging is not None:
-            try:
-                staging.get()
-            except Exception as exc:  # noqa: BLE001 - apply() copies it instead
-                log.debug("batch_prestage_failed", extra={"error": str(exc).strip()})
+            self._staging = store
+        try:
+            self._drain()
+            if staging is not None:
+                try:
+                    staging.get()
+                except Exception as exc:  # noqa: BLE001 - apply() copies it instead
+                    log.debug("batch_prestage_failed", extra={"error": str(exc).strip()})
+        finally:
+            self._staging = None
         self._maintain()
         self._in_flight = self._launch(_Flight(batch, store))
 
@@ -568,6 +573,7 @@ class Writer:
             # likely dead (a server restart): a fresh one beats a second
             # outage at its next use.  Not while a thread may be using it.
             busy = {flight.store for flight in (self._in_flight, self._lane) if flight is not None}
+            busy.add(self._staging)  # its thread is using the pool
             for store in self.stores + [self._lane_store]:
                 if store is not None and store not in busy:
                     store.close()
