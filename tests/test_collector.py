@@ -4,6 +4,7 @@ The writer runs COPY on a native thread (psycopg2 refuses COPY on green
 connections; SPEC §2).  If it ran on the gevent hub instead, or held the hub
 in any other way, nothing else would be read, decoded or stored while a large
 batch is in the database.  These tests prove the opposite from the outside.
+The last one checks, in process, that routers are read in turn.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import time
 from datetime import datetime
 
+import gevent
 import pytest
-
+from gevent import socket
 from test_service_support import (
     CORPUS,
     Sender,
@@ -24,6 +26,11 @@ from test_service_support import (
     query,
     synthetic_table,
 )
+
+from pybmpmon.collector import Collector, RouterConnection
+from pybmpmon.config import Settings
+from pybmpmon.session import RouterSession
+from pybmpmon.store.writer import Writer
 
 LOADER = "127.0.0.41"
 NEWCOMER = "127.0.0.42"
@@ -139,3 +146,53 @@ def test_peer_up_is_stored_within_a_second_while_a_large_copy_runs(copy_in_fligh
         f"{found['rows']} of {found['ups']} bgp_peers rows after {found['stored']:.3f} s; "
         f"A's routes committed by then: {found['committed']} of {found['table']}; the COPY "
         f"seen before B's send still running: {found['copy_still_running']}")
+
+
+class _EndlessRouter:
+    """A router connection that always has data waiting (recv never blocks)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def recv(self, size: int) -> bytes:
+        chunk = self.data[self.pos:self.pos + size]
+        self.pos = (self.pos + len(chunk)) % len(self.data)
+        return chunk
+
+
+def test_a_router_whose_data_arrived_meanwhile_is_read_next(db_dsn):
+    """A router that is read without end must not keep a router whose data came
+    in meanwhile waiting: after its next read, the loop polls the sockets.
+    (gevent.sleep(0) would not: it may resume the busy reader before polling.)"""
+    busy_stream = synthetic_table(16000, 4000)[0].read_bytes()
+    late_data = (CORPUS / "gobgp-all-1.bmp").read_bytes()[:4096]
+    writer = Writer(db_dsn, batch_size=100000, batch_timeout=0.2, max_pending=1000)
+    writer.start()
+    collector = Collector(Settings(bmp_listen_port=0), writer)
+    reads = []
+    dispatch = collector._dispatch
+
+    def recording(conn, events):
+        reads.append(conn.router_ip)
+        if len(reads) == 1:
+            # The late router's data arrives while the busy one is being read.
+            late_peer.sendall(late_data)
+        dispatch(conn, events)
+
+    collector._dispatch = recording
+    late, late_peer = socket.socketpair()
+    busy = RouterConnection("10.0.0.1", 1, _EndlessRouter(busy_stream), RouterSession())
+    quiet = RouterConnection("10.0.0.2", 2, late, RouterSession())
+    readers = [gevent.spawn(collector._read, quiet, late)]
+    gevent.sleep(0.05)  # the quiet router waits in recv()
+    readers.append(gevent.spawn(collector._read, busy, busy.sock))
+    deadline = time.monotonic() + 10
+    while "10.0.0.2" not in reads and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    collector._stopping = True
+    gevent.killall(readers, timeout=5)
+    late.close()
+    late_peer.close()
+    writer.stop(timeout=30)
+    assert "10.0.0.2" in reads[:3], reads[:12]

@@ -464,9 +464,9 @@ def test_outage_retries_the_lane(make_local_pg, make_writer, bmp_events, caplog)
 def test_queue_slots_go_to_the_oldest_waiter():
     """A released slot is handed to the router waiting longest, not to the one
     that happens to be running (which would otherwise keep winning: starvation)."""
-    from pybmpmon.store.writer import _FairSlots
+    from pybmpmon.store.intake import FairSlots
 
-    slots = _FairSlots(1)
+    slots = FairSlots(1)
     order = []
     slots.acquire()  # "router A" holds the only slot
 
@@ -490,9 +490,9 @@ def test_queue_slots_go_to_the_oldest_waiter():
 
 
 def test_a_waiter_killed_in_line_gives_up_its_place():
-    from pybmpmon.store.writer import _FairSlots
+    from pybmpmon.store.intake import FairSlots
 
-    slots = _FairSlots(1)
+    slots = FairSlots(1)
     slots.acquire()
     got = []
     doomed = gevent.spawn(slots.acquire)
@@ -559,58 +559,3 @@ def test_pipeline_alternates_connections_and_keeps_order(db_dsn, make_writer, bm
 def test_one_main_connection_means_no_pipeline(db_dsn, make_writer, bmp_events):
     writer = make_writer(db_dsn, pool_size=2)
     assert len(writer.stores) == 1 and writer._lane_store is not None
-
-
-class _EndlessRouter:
-    """A router connection that always has data waiting (recv never blocks)."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def recv(self, size: int) -> bytes:
-        chunk = self.data[self.pos:self.pos + size]
-        self.pos = (self.pos + len(chunk)) % len(self.data)
-        return chunk
-
-
-def test_collector_reads_a_router_whose_data_arrived_meanwhile_next(db_dsn, make_writer):
-    """A router that is read without end must not keep a router whose data came
-    in meanwhile waiting: after its next read, the loop polls the sockets.
-    (gevent.sleep(0) would not: it may resume the busy reader before polling.)"""
-    from gevent import socket
-    from test_service_support import CORPUS, synthetic_table
-
-    from pybmpmon.collector import Collector, RouterConnection
-    from pybmpmon.config import Settings
-    from pybmpmon.session import RouterSession
-
-    busy_stream = synthetic_table(16000, 4000)[0].read_bytes()
-    late_data = (CORPUS / "gobgp-all-1.bmp").read_bytes()[:4096]
-    writer = make_writer(db_dsn, batch_size=100000, max_pending=1000)
-    collector = Collector(Settings(bmp_listen_port=0), writer)
-    reads = []
-    dispatch = collector._dispatch
-
-    def recording(conn, events):
-        reads.append(conn.router_ip)
-        if len(reads) == 1:
-            # The late router's data arrives while the busy one is being read.
-            late_peer.sendall(late_data)
-        dispatch(conn, events)
-
-    collector._dispatch = recording
-    late, late_peer = socket.socketpair()
-    busy = RouterConnection("10.0.0.1", 1, _EndlessRouter(busy_stream), RouterSession())
-    quiet = RouterConnection("10.0.0.2", 2, late, RouterSession())
-    readers = [gevent.spawn(collector._read, quiet, late)]
-    gevent.sleep(0.05)  # the quiet router waits in recv()
-    readers.append(gevent.spawn(collector._read, busy, busy.sock))
-    deadline = time.monotonic() + 10
-    while "10.0.0.2" not in reads and time.monotonic() < deadline:
-        gevent.sleep(0.01)
-    collector._stopping = True
-    gevent.killall(readers, timeout=5)
-    late.close()
-    late_peer.close()
-    assert "10.0.0.2" in reads[:3], reads[:12]

@@ -6,6 +6,8 @@ Shape (SPEC §2, §5):
   decoded.  The queue in front is bounded: when the database is slower than
   the routers, ``submit`` blocks, the greenlet stops reading its socket, and
   TCP pushes back on the router.  Memory stays bounded by configuration.
+  The queue (intake.py) is fair between routers and lets lane-bound
+  submissions (below) skip the line.
 - One *batcher* greenlet takes submissions in order and turns them into COPY
   lines (rows.py) until the batch holds ``batch_size`` routes or
   ``batch_timeout`` seconds have passed, then hands the batch to gevent's
@@ -24,10 +26,8 @@ Shape (SPEC §2, §5):
   lane batch, applied at once on a connection (and Store) of its own while a
   large main batch may still be in the database.  Lane batches go one at a
   time; what arrives while one runs waits for the next.  Such submissions
-  also skip the line: they are queued in front of the others, with slots of
-  their own, unless their router has earlier submissions still queued.
-  Routes, Peer Down and disconnects (they touch route_state) never take the
-  lane.
+  also skip the line in the queue.  Routes, Peer Down and disconnects (they
+  touch route_state) never take the lane.
 - Order per router still holds: the batcher takes each router's
   submissions in the order they came; a router's submissions go to the lane
   only while none of its earlier ones are in a main batch; a main batch is
@@ -51,20 +51,17 @@ Usable without a gevent server: every blocking call (``submit``, ``flush``,
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import time
 import uuid
-from collections import Counter, deque
 from typing import Callable, Optional
 
 import gevent
 import gevent.event
-import gevent.queue
 import psycopg2
 
-from pybmpmon.bmp.model import Initiation, PeerUp, RouteMirroring, StatisticsReport, Termination
 from pybmpmon.store.database import Store, setup_connection
+from pybmpmon.store.intake import Intake, lane_kind
 from pybmpmon.store.pool import ConnectionPool, is_connection_error
 from pybmpmon.store.rows import Batch, BatchBuilder
 
@@ -74,44 +71,6 @@ _FLUSH = "flush"
 _IN_FLIGHT_POLL = 0.2  # seconds between looks at the main batch in the database
 _LANE_POLL = 0.02  # the same for a lane batch: short, and what waits for it is urgent
 _STOP = "stop"
-_LANE_FIRST, _IN_TURN = 0, 1  # queue ranks: lane-bound submissions are taken first
-# Events that touch only their router's own rows (routers, bgp_peers) and
-# append-only tables: they may take the lane.  Not route_state.
-_LANE_EVENTS = frozenset({Initiation, PeerUp, StatisticsReport, Termination, RouteMirroring})
-
-
-class _FairSlots:
-    """``size`` slots handed out strictly first come, first served.
-
-    gevent's semaphores let a running greenlet take a slot just released for
-    a waiting one; under load the router being read keeps winning and the
-    others starve.  Here a released slot goes straight to the oldest waiter.
-    """
-
-    def __init__(self, size: int):
-        self._free = size
-        self._waiters: deque = deque()
-
-    def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        granted = gevent.event.Event()
-        self._waiters.append(granted)
-        try:
-            granted.wait()
-        except BaseException:
-            if granted.is_set():
-                self.release()  # handed over meanwhile: pass it on
-            else:
-                self._waiters.remove(granted)
-            raise
-
-    def release(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set()
-        else:
-            self._free += 1
 
 
 class _Flight:
@@ -170,12 +129,7 @@ class Writer:
                                      retention=retention))
         self._lane_pool = ConnectionPool(dsn, size=1, setup=setup_connection) if lane else None
         self._lane_store = Store(self._lane_pool) if lane else None
-        # Ranked (rank, arrival, item); each rank has max_pending slots.
-        self._queue: gevent.queue.PriorityQueue = gevent.queue.PriorityQueue()
-        self._arrival = itertools.count()
-        self._slots = _FairSlots(max_pending)
-        self._lane_slots = _FairSlots(max_pending)
-        self._queued: Counter = Counter()  # router_ip -> its submissions queued in turn
+        self._intake = Intake(max_pending, lane=lane)
         self._builder = BatchBuilder(max_gen=max_gen)
         self._lane_builder = BatchBuilder(max_gen=max_gen)  # lane submissions not sent yet
         self._batcher: Optional[gevent.Greenlet] = None
@@ -199,14 +153,14 @@ class Writer:
         """Queue the decoded events of ``router_ip``; blocks while the queue is full."""
         if received_at is None:
             received_at = time.time()
-        self._put(("events", router_ip, events, received_at))
+        self._intake.put(("events", router_ip, events, received_at))
 
     def router_connected(self, router_ip: str, at: Optional[float] = None) -> None:
-        self._put(("connect", router_ip, None, time.time() if at is None else at))
+        self._intake.put(("connect", router_ip, None, time.time() if at is None else at))
 
     def router_disconnected(self, router_ip: str, at: Optional[float] = None) -> None:
         """The router's BMP session ended: it is marked disconnected, its routes stale."""
-        self._put(("disconnect", router_ip, None, time.time() if at is None else at))
+        self._intake.put(("disconnect", router_ip, None, time.time() if at is None else at))
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything submitted before this call is committed.
@@ -216,7 +170,7 @@ class Writer:
         if self._batcher is None or self._batcher.dead:
             return False
         done = gevent.event.Event()
-        self._queue.put((_IN_TURN, next(self._arrival), (_FLUSH, None, done, None)))
+        self._intake.put_control((_FLUSH, None, done, None))
         return done.wait(timeout)
 
     def stop(self, timeout: Optional[float] = None) -> bool:
@@ -233,7 +187,7 @@ class Writer:
         ok = True
         if self._batcher is not None:
             done = gevent.event.Event()
-            self._queue.put((_IN_TURN, next(self._arrival), (_STOP, None, done, None)))
+            self._intake.put_control((_STOP, None, done, None))
             ok = done.wait(timeout)
             if not ok:
                 self._batcher.kill(block=True, timeout=left())
@@ -252,53 +206,7 @@ class Writer:
     @property
     def pending(self) -> int:
         """Submissions waiting in the queue."""
-        return self._queue.qsize()
-
-    def _put(self, item) -> None:
-        """Queue a submission; blocks while ``max_pending`` of its rank wait.
-
-        Strategy: a submission that may take the lane is taken before the
-        others and has slots of its own, so a new router's Peer Up is neither
-        stuck behind nor starved by another router's table load.  It ranks
-        first only when none of its router's earlier submissions wait in turn:
-        each router's submissions are still taken in the order they came.
-        """
-        router_ip = item[1]
-        if self._lane_store is not None and not self._queued[router_ip] and _lane_kind(item):
-            self._lane_slots.acquire()
-            self._queue.put((_LANE_FIRST, next(self._arrival), item))
-            return
-        self._queued[router_ip] += 1  # before blocking: its next submission must wait too
-        try:
-            self._slots.acquire()
-        except BaseException:
-            self._taken(router_ip)
-            raise
-        self._queue.put((_IN_TURN, next(self._arrival), item))
-
-    def _lane_bound_next(self) -> bool:
-        try:
-            return self._queue.peek_nowait()[0] == _LANE_FIRST
-        except gevent.queue.Empty:
-            return False
-
-    def _take(self, timeout: float):
-        """The next submission (or flush/stop), lane-bound ones first; None after ``timeout``."""
-        try:
-            rank, _arrival, item = self._queue.get(timeout=timeout)
-        except gevent.queue.Empty:
-            return None
-        if rank == _LANE_FIRST:
-            self._lane_slots.release()
-        elif item[0] != _FLUSH and item[0] != _STOP:
-            self._slots.release()
-            self._taken(item[1])
-        return item
-
-    def _taken(self, router_ip: str) -> None:
-        self._queued[router_ip] -= 1
-        if not self._queued[router_ip]:
-            del self._queued[router_ip]
+        return len(self._intake)
 
     # -- the batcher greenlet ----------------------------------------------
 
@@ -309,7 +217,7 @@ class Writer:
             while True:
                 # Lane-bound submissions queued next go along in the same
                 # lane batch (a connect and the router's first events).
-                if not self._lane_bound_next():
+                if not self._intake.lane_bound_next():
                     self._send_lane()
                 # Wake up for the batch deadline, for maintenance when idle
                 # (partitions ahead, retention), and often while a batch is
@@ -322,7 +230,7 @@ class Writer:
                     wake = min(wake, now + _IN_FLIGHT_POLL)
                 if self._lane is not None:
                     wake = min(wake, now + _LANE_POLL)
-                item = self._take(max(0.0, wake - now))
+                item = self._intake.take(max(0.0, wake - now))
                 if self._in_flight is not None and self._in_flight.result.ready():
                     self._wait_in_flight()
                 if self._lane is not None and self._lane.result.ready():
@@ -370,7 +278,7 @@ class Writer:
             return False
         if self._in_flight is not None and router_ip in self._in_flight.batch.routers:
             return False
-        return _lane_kind(item)
+        return lane_kind(item)
 
     def _add(self, item, lane: bool) -> None:
         kind, router_ip, events, at = item
@@ -537,7 +445,7 @@ class Writer:
             self.stats["outages"] += 1
             log.warning("database_unavailable",
                         extra={"error": str(exc).strip(), "route_count": routes,
-                               "pending": self._queue.qsize(), "operation": what})
+                               "pending": len(self._intake), "operation": what})
             log.error("route_processing_error",
                       extra={"error": str(exc).strip(), "route_count": routes,
                              "error_type": type(exc).__name__})
@@ -556,7 +464,7 @@ class Writer:
         main = self._in_flight
         if main is not None and main.batch is not batch:
             routes += main.batch.route_count
-        for _rank, _arrival, item in list(self._queue.queue):
+        for item in self._intake.waiting():
             if item[0] == "events":
                 routes += _count_routes(item[2])
         return routes
@@ -613,14 +521,6 @@ class Writer:
             half_id = str(uuid.uuid5(uuid.UUID(batch.batch_id), str(number)))
             dropped += self._apply_isolating(builder.take(half_id), store).get("dropped", 0)
         return {"dropped": dropped}
-
-
-def _lane_kind(item) -> bool:
-    """Whether a submission is of a kind the lane takes: a connect, or events without routes."""
-    kind, _router_ip, events, _at = item
-    if kind == "events":
-        return all(type(event) in _LANE_EVENTS for event in events)
-    return kind == "connect"
 
 
 def _count_routes(events) -> int:
