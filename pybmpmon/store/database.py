@@ -15,14 +15,13 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
-import psycopg2
 from psycopg2.errors import UniqueViolation
 from psycopg2.extras import execute_values
 
 from pybmpmon.store import sql
-from pybmpmon.store.pool import ConnectionPool, is_connection_error
+from pybmpmon.store.pool import ConnectionPool, leaves_connection_broken
 from pybmpmon.store.rows import Batch, Op, Segment
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,15 @@ def setup_connection(conn) -> None:
         cur.execute(sql.CREATE_STAGE)
         cur.execute(sql.CREATE_STAGE_ATTRS)
         cur.execute(sql.CREATE_STAGE_SCOPES)
+
+
+class _Staged(NamedTuple):
+    """A batch's first segment copied ahead (Store.prestage), its transaction open."""
+
+    batch_id: str
+    segment: Segment
+    conn: object
+    seconds: float
 
 
 class _LinesReader:
@@ -96,8 +104,7 @@ class Store:
         self._fresh_skip = 0
         self._fresh_backoff = 1
         self.fresh_attempts = self.fresh_failures = 0  # for tests and benchmarks
-        # (batch id, segment, connection in its transaction, seconds): see prestage.
-        self._staged: Optional[tuple] = None
+        self._staged: Optional[_Staged] = None  # see prestage
 
     # -- batches -----------------------------------------------------------
 
@@ -122,16 +129,15 @@ class Store:
             with conn.cursor() as cur:
                 self._copy_stage(cur, seg)
         except BaseException as exc:
-            self.pool.put(conn, broken=is_connection_error(exc)
-                          or not isinstance(exc, psycopg2.Error))
+            self.pool.put(conn, broken=leaves_connection_broken(exc))
             raise
-        self._staged = (batch.batch_id, seg, conn, time.perf_counter() - started)
+        self._staged = _Staged(batch.batch_id, seg, conn, time.perf_counter() - started)
 
     def release_staged(self) -> None:
         """Give back a connection left by :meth:`prestage` (its transaction is rolled back)."""
         staged, self._staged = self._staged, None
         if staged is not None:
-            self.pool.put(staged[2])
+            self.pool.put(staged.conn)
 
     def close(self) -> None:
         self.release_staged()
@@ -146,10 +152,10 @@ class Store:
         staged, self._staged = self._staged, None
         conn = staged_seg = None
         if staged is not None:
-            if staged[0] == batch.batch_id:
-                conn, staged_seg, timings["prestage"] = staged[2], staged[1], staged[3]
+            if staged.batch_id == batch.batch_id:
+                conn, staged_seg, timings["prestage"] = staged.conn, staged.segment, staged.seconds
             else:
-                self.pool.put(staged[2])
+                self.pool.put(staged.conn)
         with self.pool.connection(conn) as conn:
             with conn.cursor() as cur:
                 # Statements are sent together where possible: every round

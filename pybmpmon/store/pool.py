@@ -34,6 +34,13 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+def leaves_connection_broken(exc: BaseException) -> bool:
+    """Whether a connection that raised ``exc`` must be closed rather than rolled back
+    and reused: the server is gone, or the failure was not the database's (an
+    interrupted COPY, say) and the connection's state is unknown."""
+    return is_connection_error(exc) or not isinstance(exc, psycopg2.Error)
+
+
 class ConnectionPool:
     """Up to ``size`` idle connections to ``dsn``, made on demand.
 
@@ -115,7 +122,7 @@ class ConnectionPool:
         try:
             yield conn
         except BaseException as exc:
-            self.put(conn, broken=is_connection_error(exc) or not isinstance(exc, psycopg2.Error))
+            self.put(conn, broken=leaves_connection_broken(exc))
             raise
         else:
             self.put(conn)

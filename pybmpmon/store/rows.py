@@ -116,15 +116,10 @@ def attribute_fields(attrs, next_hop) -> tuple[str, int]:
     if origin is not None:
         origin = ORIGINS[origin] if origin < 3 else str(origin)
     as_path = attrs.as_path
-    if not as_path:
-        path, origin_asn = "{}", NULL
-    elif len(as_path) == 1:
-        seg_type, asns = as_path[0]
-        path = "{" + ",".join(map(str, asns)) + "}"
-        origin_asn = str(asns[-1]) if seg_type == 2 and asns else NULL
+    if len(as_path) == 1:  # the common case: no list of the ASNs to build
+        path = "{" + ",".join(map(str, as_path[0][1])) + "}"
     else:
         path = "{" + ",".join([str(asn) for _seg, asns in as_path for asn in asns]) + "}"
-        origin_asn = _number(origin_as(as_path))
     communities = attrs.communities
     large = attrs.large_communities
     aggregator = attrs.aggregator
@@ -136,7 +131,7 @@ def attribute_fields(attrs, next_hop) -> tuple[str, int]:
         _ip_or_null(next_hop),
         NULL if origin is None else origin,
         path,
-        origin_asn,
+        _number(origin_as(as_path)),
         _number(attrs.med),
         _number(attrs.local_pref),
         "{" + ",".join(map(format_community, communities)) + "}" if communities else NULL,

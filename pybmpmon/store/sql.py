@@ -115,9 +115,10 @@ def _kept_on_withdrawal(column: str) -> str:
 
 
 # Keys new to route_current (a table load): INSERT_STATE below, the plain
-# insert, run in a savepoint by Store._merge (speculative insertion costs ~4 us a route, a
-# third of the merge).  A key that exists fails it with a unique violation on
-# route_current_pkey; the savepoint is rolled back and UPSERT_STATE runs.
+# insert, run in a savepoint by Store._merge (speculative insertion costs
+# ~4 us a route, a third of the merge).  A key that exists fails it with a
+# unique violation on route_current_pkey; the savepoint is rolled back and
+# UPSERT_STATE runs.
 FRESH_SAVEPOINT = "SAVEPOINT fresh_keys"
 FRESH_RELEASE = "RELEASE SAVEPOINT fresh_keys"
 FRESH_ROLLBACK = "ROLLBACK TO SAVEPOINT fresh_keys"
