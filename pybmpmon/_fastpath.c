@@ -463,16 +463,17 @@ pieces(const unsigned char *v, Py_ssize_t len, int size)
 
 enum { F_ORIGIN, F_AS_PATH, F_NEXT_HOP, F_MED, F_LOCAL_PREF, F_ATOMIC, F_AGGREGATOR,
        F_COMMUNITIES, F_ORIGINATOR, F_CLUSTER, F_EXT, F_LARGE, F_OTC, F_AIGP,
-       F_UNKNOWN, F_DISCARDED, N_FIELDS };
+       F_UNKNOWN, F_DISCARDED, F_WIRE, N_FIELDS };
 #define ATTRIBUTE_FIELDS "origin as_path next_hop med local_pref atomic_aggregate aggregator " \
     "communities originator_id cluster_list ext_communities large_communities only_to_customer " \
-    "aigp unknown discarded"  /* in the order of the F_ slots */
+    "aigp unknown discarded wire"  /* in the order of the F_ slots */
 
 /* The Attributes of the attribute block d[start:end] whose TLV lengths the
-   caller checked, MP_REACH/MP_UNREACH skipped; BAIL on anything that
-   build_attributes would raise for, discard, or keep as unknown. */
+   caller checked, MP_REACH/MP_UNREACH skipped, with *wire* as their wire
+   field; BAIL on anything that build_attributes would raise for, discard, or
+   keep as unknown. */
 static PyObject *
-decode_attributes(const unsigned char *d, Py_ssize_t start, Py_ssize_t end)
+decode_attributes(const unsigned char *d, Py_ssize_t start, Py_ssize_t end, PyObject *wire)
 {
     PyObject *f[N_FIELDS] = {NULL};
     Py_ssize_t pos = start, len;
@@ -573,6 +574,7 @@ decode_attributes(const unsigned char *d, Py_ssize_t start, Py_ssize_t end)
         }
         f[slot] = value;
     }
+    f[F_WIRE] = Py_NewRef(wire);
     for (i = 0; i < N_FIELDS; i++) {
         if (f[i] != NULL)
             continue;
@@ -677,17 +679,24 @@ decode(const unsigned char *d, Py_ssize_t size, Py_ssize_t start, Py_ssize_t end
     }
 
     if (attr_end > attr_start) {
-        /* The cache key: the attribute block without the MP TLVs. */
+        /* The cache key and Attributes.wire: the AS width, then the
+           attribute block without the MP TLVs. */
         Py_ssize_t klen = attr_end - attr_start;
+        int width = PyObject_IsTrue(ctx->four_octet_as);
+        if (width < 0) {
+            PyErr_Clear();
+            return BAIL;
+        }
         for (i = 0; i < ncut; i++)
             klen -= cut_to[i] - cut_from[i];
         if (klen > 0) {
             char *k;
             Py_ssize_t from = attr_start;
-            key = PyBytes_FromStringAndSize(NULL, klen);
+            key = PyBytes_FromStringAndSize(NULL, klen + 1);
             if (key == NULL)
                 return NULL;
             k = PyBytes_AS_STRING(key);
+            *k++ = (char)width;
             for (i = 0; i < ncut; i++) {
                 memcpy(k, d + from, cut_from[i] - from);
                 k += cut_from[i] - from;
@@ -707,7 +716,7 @@ decode(const unsigned char *d, Py_ssize_t size, Py_ssize_t start, Py_ssize_t end
                 /* A 2-octet AS_PATH, or a duplicate attribute: Python decodes it. */
                 if (ctx->four_octet_as != Py_True || odd)
                     goto done;
-                attrs = decode_attributes(d, attr_start, attr_end);
+                attrs = decode_attributes(d, attr_start, attr_end, key);
                 if (attrs == NULL)
                     goto done;
                 miss = 1;

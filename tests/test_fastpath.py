@@ -117,8 +117,10 @@ def outcome(data, start, end, ctx):
         return ("error", type(error), str(error), error.offset)
 
 
-def cache_key(data: bytes, start: int, end: int):
-    """The attribute cache key of a well-formed UPDATE body, found independently."""
+def cache_key(data: bytes, start: int, end: int, four_octet_as: bool = True):
+    """The attribute cache key (and Attributes.wire) of a well-formed UPDATE
+    body, found independently: the AS width octet, then the attribute block
+    without MP_REACH/MP_UNREACH; empty when there is no other attribute."""
     withdrawn_end = start + 2 + int.from_bytes(data[start : start + 2], "big")
     pos = withdrawn_end + 2
     attr_end = pos + int.from_bytes(data[withdrawn_end:pos], "big")
@@ -129,7 +131,7 @@ def cache_key(data: bytes, start: int, end: int):
         if data[pos + 1] not in (14, 15):
             key += data[pos : pos + head + length]
         pos += head + length
-    return key
+    return (b"\x01" if four_octet_as else b"\x00") + key if key else b""
 
 
 class Pair:
@@ -156,9 +158,10 @@ class Pair:
             self.handled += 1
             assert not (type(expected) is tuple and expected[0] == "error"), (where, expected)
             assert same(result, expected), where
-            key = cache_key(data, start, end)
+            key = cache_key(data, start, end, fc.four_octet_as)
             if key:
                 assert fc.cache[key] is result.attributes, where
+                assert result.attributes.wire == key, where
                 assert self.py_ctx.cache[key] is expected.attributes
             else:
                 assert result.attributes is EMPTY_ATTRIBUTES
@@ -450,6 +453,7 @@ def test_cache_keys_hits_and_clearing():
     blocks = [
         attr(1, b"\0") + attr(2, bytes((2, 1)) + struct.pack(">I", 65000 + i)) for i in range(5)
     ]
+    keys = [b"\x01" + block for block in blocks]  # a 4-octet AS session
     nlri = prefix(24, b"\xc0\x00\x02")
     reach = mp_reach(2, b"\x20\x01" + bytes(14), prefix(48, b"\x20\x01\x0d\xb8\x00\x01"))
     pair = Pair(cache_limit=3)
@@ -458,23 +462,23 @@ def test_cache_keys_hits_and_clearing():
     for i in (0, 1, 0, 2, 3, 1, 4, 4):
         # MP_REACH in the middle of the block: cut out of the key.
         body = update(attrs=blocks[i][:4] + reach + blocks[i][4:], nlri=nlri)
-        before = fc.cache.get(blocks[i])
+        before = fc.cache.get(keys[i])
         assert pair.check(body, 0, len(body))
         assert list(fc.cache) == list(pc.cache)
-        result = fc.cache[blocks[i]]
+        result = fc.cache[keys[i]]
         if before is not None:
             assert result is before  # a hit returns the cached object itself
         seen.append(list(fc.cache))
     # Cleared whenever an insert found 3 entries: 0 / 0 1 / hit / 0 1 2 / 3 / 3 1 / 3 1 4 / hit
     assert seen == [
-        [blocks[0]],
-        [blocks[0], blocks[1]],
-        [blocks[0], blocks[1]],
-        [blocks[0], blocks[1], blocks[2]],
-        [blocks[3]],
-        [blocks[3], blocks[1]],
-        [blocks[3], blocks[1], blocks[4]],
-        [blocks[3], blocks[1], blocks[4]],
+        [keys[0]],
+        [keys[0], keys[1]],
+        [keys[0], keys[1]],
+        [keys[0], keys[1], keys[2]],
+        [keys[3]],
+        [keys[3], keys[1]],
+        [keys[3], keys[1], keys[4]],
+        [keys[3], keys[1], keys[4]],
     ]
 
 

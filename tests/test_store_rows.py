@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import time
+from hashlib import blake2b
+from ipaddress import ip_address
 
 import pytest
 
 from pybmpmon.store.operations import clean_text, sane_time
-from pybmpmon.bgp.model import Attributes
+from pybmpmon.bgp.message import decode_update
+from pybmpmon.bgp.model import Attributes, BgpContext
+from pybmpmon.store import rows
 from pybmpmon.store.rows import (
     NULL,
     BatchBuilder,
     Op,
     Segment,
-    attribute_fields,
+    attribute_digest,
+    attribute_text,
     copy_escape,
     pg_array,
 )
@@ -59,26 +64,114 @@ def fields(line):
     return line[:-1].split("\t")
 
 
-def test_attribute_fields_text_and_digest():
-    """The stage_attrs line of a set with every field, and of an empty one."""
+def test_attribute_text_and_digest_of_a_set_made_by_hand():
+    """The stage_attrs text of a set with every field and of an empty one; a set
+    not decoded from the wire is named by a digest of that text."""
     full = Attributes(origin=1, as_path=((2, (65001, 4200000010)), (1, (65010, 65011))),
                       med=0, local_pref=4294967295, atomic_aggregate=True,
                       aggregator=(65001, "192.0.2.9"), communities=((65001, 1), (0, 0)),
                       originator_id="192.0.2.7", cluster_list=("192.0.2.5", "192.0.2.6"),
                       ext_communities=(bytes.fromhex("0002fde900000001"),),
                       large_communities=((4200000001, 1, 2),))
-    line, digest = attribute_fields(full, "2001:DB8::1")
-    assert line.split("\t") == [
-        str(digest), "2001:db8::1", "egp", "{65001,4200000010,65010,65011}", NULL, "0",
+    text = attribute_text(full, "2001:DB8::1")
+    assert text.split("\t") == [
+        "2001:db8::1", "egp", "{65001,4200000010,65010,65011}", NULL, "0",
         "4294967295", "{65001:1,0:0}", "{4200000001:1:2}", "{rt:65001:1}", "t",
         "65001:192.0.2.9", "192.0.2.7", "{192.0.2.5,192.0.2.6}"]
-    # Equal content, equal digest, in any process: BLAKE2b of the text.
-    assert attribute_fields(full._replace(), "2001:db8::1") == (line, digest)
-    empty, _digest = attribute_fields(Attributes(origin=7), None)
-    assert empty.split("\t")[1:] == [NULL, "7", "{}", NULL, NULL, NULL, NULL, NULL, NULL, "f",
-                                      NULL, NULL, NULL]
-    one, _digest = attribute_fields(Attributes(as_path=((2, (64496,)),)), "192.0.2.1")
-    assert one.split("\t")[2:5] == [NULL, "{64496}", "64496"]
+    digest = attribute_digest(full, "2001:DB8::1")
+    assert digest == int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big",
+                                    signed=True)
+    assert attribute_digest(full._replace(), "2001:db8::1") == digest  # equal content
+    assert attribute_digest(full._replace(med=1), "2001:db8::1") != digest
+    empty = attribute_text(Attributes(origin=7), None)
+    assert empty.split("\t") == [NULL, "7", "{}", NULL, NULL, NULL, NULL, NULL, NULL, "f",
+                                  NULL, NULL, NULL]
+    one = attribute_text(Attributes(as_path=((2, (64496,)),)), "192.0.2.1")
+    assert one.split("\t")[1:4] == [NULL, "{64496}", "64496"]
+
+
+def _tlv(flags: int, code: int, value: bytes) -> bytes:
+    return bytes((flags, code, len(value))) + value
+
+
+def _update_body(attrs: bytes, nlri: bytes = b"") -> bytes:
+    return b"\0\0" + len(attrs).to_bytes(2, "big") + attrs + nlri
+
+
+# ORIGIN IGP, AS_PATH, NEXT_HOP, COMMUNITIES.  The AS_PATH octets are one
+# AS_SEQUENCE of two 4-octet ASNs (65537, 33663949) and, read with 2-octet
+# ASNs, two: (1, 1) and (43981,).
+_WIRE_ATTRS = (_tlv(0x40, 1, b"\0") + _tlv(0x40, 2, bytes.fromhex("02020001000102 01abcd"))
+               + _tlv(0x40, 3, bytes((192, 0, 2, 1)))
+               + _tlv(0xC0, 8, (65001).to_bytes(2, "big") + (7).to_bytes(2, "big")))
+
+
+def _mp_reach_v6(next_hop: str) -> bytes:
+    value = (b"\0\x02\x01\x10" + ip_address(next_hop).packed + b"\0"
+             + bytes((32,)) + ip_address("2001:db8::").packed[:4])
+    return bytes((0x90, 14)) + len(value).to_bytes(2, "big") + value
+
+
+def _decoded(body: bytes, four_octet_as: bool = True) -> Attributes:
+    return decode_update(body, 0, len(body), BgpContext(four_octet_as=four_octet_as)).attributes
+
+
+def test_a_decoded_set_is_named_by_its_wire_octets():
+    body = _update_body(_WIRE_ATTRS, bytes((24, 10, 0, 0)))
+    attrs = _decoded(body)
+    assert attrs.wire == b"\x01" + _WIRE_ATTRS
+    assert attrs.as_path == ((2, (65537, 33663949)),)
+    digest = attribute_digest(attrs, "192.0.2.1")
+    assert digest == int.from_bytes(
+        blake2b(b"192.0.2.1\0" + attrs.wire, digest_size=8, person=b"pybmpmon-wire").digest(),
+        "big", signed=True)
+    # Another decode of the same octets (a fresh object): the same digest.
+    again = _decoded(body)
+    assert again is not attrs and attribute_digest(again, "192.0.2.1") == digest
+    # The same octets in a 2-octet AS session are another AS path, another set.
+    narrow = _decoded(body, four_octet_as=False)
+    assert narrow.wire == b"\x00" + _WIRE_ATTRS and narrow.as_path != attrs.as_path
+    assert attribute_digest(narrow, "192.0.2.1") != digest
+    # Not the digest of the same content made by hand (no wire).
+    assert attribute_digest(attrs._replace(wire=b""), "192.0.2.1") != digest
+    # MP routes: the next hop sits outside the wire octets, so it is hashed too.
+    v6 = [_decoded(_update_body(_mp_reach_v6(hop) + _WIRE_ATTRS)) for hop in
+          ("2001:db8::1", "2001:db8::2")]
+    assert v6[0].wire == v6[1].wire == attrs.wire  # MP_REACH is cut out
+    assert attribute_digest(v6[0], "2001:db8::1") != attribute_digest(v6[1], "2001:db8::2")
+    assert attribute_digest(v6[0], None) != attribute_digest(v6[0], "2001:db8::1")
+
+
+def test_decoded_sets_are_formatted_only_when_sent(bmp_events, monkeypatch):
+    """Ten distinct decoded sets, each used by two routes in each of two rounds
+    of batches: formatted once, in the first batch that uses it; after that
+    batch commits, named by digest only."""
+    ev = bmp_events
+    formatted = []
+    text_of = rows.attribute_text
+    monkeypatch.setattr(rows, "attribute_text",
+                        lambda attrs, hop: formatted.append(attrs.med) or text_of(attrs, hop))
+    builder = BatchBuilder()
+    peer = ev.peer()
+    digests = {}
+    for rounds in range(2):
+        for n in range(10):
+            wire = _WIRE_ATTRS + _tlv(0x80, 4, n.to_bytes(4, "big"))  # MED n
+            attrs = _decoded(_update_body(wire))
+            builder.add_events("r", [ev.announce(peer, [f"10.{n}.0.0/16"], attrs),
+                                     ev.announce(peer, [f"11.{n}.0.0/16"], attrs)])
+            batch = builder.take()
+            (seg,) = batch.parts
+            digest = {fields(line)[9] for line in seg.lines}
+            assert len(digest) == 1
+            assert digests.setdefault(n, digest) == digest  # same set, same digest
+            assert len(seg.attrs) == (1 if rounds == 0 else 0)
+            if rounds == 0:
+                assert fields(seg.attrs[0])[0] == next(iter(digest))
+                assert fields(seg.attrs[0])[5] == str(n)  # the MED column
+            builder.confirm(batch)
+    assert formatted == list(range(10))
+    assert len(set(map(frozenset, digests.values()))) == 10
 
 
 def test_unicast_line_layout(bmp_events):
@@ -148,29 +241,6 @@ def test_generations_follow_the_database_key(bmp_events):
         ("0", p, "1"), ("0", p, "2"), ("0", p, "0"), ("1", p, "0"), ("1", p, "2"),
         ("0", p, "0"), ("0", "2001:db8::/32", "0")]
     assert seg.max_gen == 1
-
-
-def test_attribute_cache_is_bounded_and_keeps_digests(bmp_events):
-    ev = bmp_events
-    builder = BatchBuilder(attr_cache_size=4)
-    peer = ev.peer()
-    digests = {}
-    for rounds in range(2):
-        for n in range(10):
-            attrs = ev.attrs(as_path=(65001, 65100 + n))
-            builder.add_events("r", [ev.announce(peer, [f"10.{n}.0.0/16"], attrs),
-                                     ev.announce(peer, [f"11.{n}.0.0/16"], attrs)])
-            batch = builder.take()
-            (seg,) = batch.parts
-            digest = {fields(line)[9] for line in seg.lines}
-            assert len(digest) == 1
-            assert digests.setdefault(n, digest) == digest  # same set, same digest
-            # Sent with the first batch that uses it, until that batch commits.
-            assert len(seg.attrs) == (1 if rounds == 0 else 0)
-            builder.confirm(batch)
-            cached = len(builder._attr_cache) + len(builder._attr_cache_old)
-            assert cached <= 4
-    assert len(set(map(frozenset, digests.values()))) == 10
 
 
 def test_end_of_rib_is_an_operation(bmp_events):

@@ -194,7 +194,7 @@ def _parse_aigp(value: bytes) -> tuple[int | None, str | None]:
     return metric, None
 
 
-def build_attributes(items: list, four_octet_as: bool) -> Attributes:
+def build_attributes(items: list, four_octet_as: bool, wire: bytes = b"") -> Attributes:
     """Decode the path attributes of one UPDATE.
 
     *items* are ``(type_code, flags, value, value_offset)`` in wire order,
@@ -202,7 +202,8 @@ def build_attributes(items: list, four_octet_as: bool) -> Attributes:
     value starts in the buffer the caller decodes, used for error offsets.
     *four_octet_as* says whether both OPENs carried the 4-octet AS capability
     (RFC 6793); without it AS_PATH and AGGREGATOR hold 2-octet ASNs and
-    AS4_PATH/AS4_AGGREGATOR are merged into them.
+    AS4_PATH/AS4_AGGREGATOR are merged into them.  *wire* becomes
+    :attr:`Attributes.wire`.
     """
     origin = None
     as_path = ()
@@ -337,7 +338,7 @@ def build_attributes(items: list, four_octet_as: bool) -> Attributes:
         (
             origin, as_path, next_hop, med, local_pref, atomic_aggregate, aggregator,
             communities, originator_id, cluster_list, ext_communities, large_communities,
-            only_to_customer, aigp, tuple(unknown), tuple(discarded),
+            only_to_customer, aigp, tuple(unknown), tuple(discarded), wire,
         ),
     )  # fmt: skip
 

@@ -244,17 +244,20 @@ def decode_update_python(data: bytes, start: int, end: int, ctx: BgpContext) -> 
                 cut.append((pos, value_end))
             count += 1
             pos = value_end
+        # The key is also the set's Attributes.wire: the AS width first, as
+        # the same octets decode differently in a 2-octet AS session.
+        width = b"\x01" if ctx.four_octet_as else b"\x00"
         if cut:
             only_mp_unreach = count == 1 and mp_unreach is not None
-            key = _without(data, attr_start, attr_end, cut)
+            key = _without(data, attr_start, attr_end, cut, width)
         else:
-            key = data[attr_start:attr_end]
-        if key:
+            key = width + data[attr_start:attr_end]
+        if len(key) > 1:
             cache = ctx.cache
             attributes = cache.get(key)
             if attributes is None:
                 attributes = build_attributes(
-                    _attribute_items(data, attr_start, attr_end), ctx.four_octet_as
+                    _attribute_items(data, attr_start, attr_end), ctx.four_octet_as, key
                 )
                 if len(cache) >= ctx.cache_limit:
                     cache.clear()
@@ -280,9 +283,9 @@ def decode_update_python(data: bytes, start: int, end: int, ctx: BgpContext) -> 
     return _new(Update, (attributes, announced, withdrawn, end_of_rib))
 
 
-def _without(data: bytes, start: int, end: int, cut: list) -> bytes:
-    """``data[start:end]`` without the (from, to) ranges in *cut* (ordered)."""
-    parts = []
+def _without(data: bytes, start: int, end: int, cut: list, head: bytes) -> bytes:
+    """*head* + ``data[start:end]`` without the (from, to) ranges in *cut* (ordered)."""
+    parts = [head]
     pos = start
     for cut_from, cut_to in cut:
         parts.append(data[pos:cut_from])

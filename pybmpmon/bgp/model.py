@@ -132,6 +132,11 @@ class Attributes(NamedTuple):
     - ``unknown``: ``(type, flags, hex)`` of every attribute not decoded here.
     - ``discarded``: one message per malformed attribute dropped under the
       RFC 7606 "attribute discard" rule.
+    - ``wire``: what the set was decoded from: one octet (1 when the session
+      used 4-octet ASNs, else 0), then the attribute block as received with
+      MP_REACH/MP_UNREACH cut out.  Empty for a set not decoded from the wire.
+      Equal wire means equal content, so the store identifies a set by a
+      digest of it without formatting the set (see store/rows.py).
     """
 
     origin: Optional[int] = None
@@ -150,6 +155,7 @@ class Attributes(NamedTuple):
     aigp: Optional[int] = None
     unknown: tuple = ()
     discarded: tuple = ()
+    wire: bytes = b""
 
 
 EMPTY_ATTRIBUTES = Attributes()

@@ -34,9 +34,9 @@ the COPY-format escaping used for any non-fixed text that does go into a line.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
+from hashlib import blake2b
 import uuid
 from typing import Iterable, NamedTuple, Optional
 
@@ -53,6 +53,7 @@ from pybmpmon.store.operations import clean_text, ip_text, operation, sane_time
 NULL = "\\N"
 
 ORIGINS = ("igp", "egp", "incomplete")
+_WIRE_DOMAIN = b"pybmpmon-wire"  # BLAKE2b personalization of digests of wire octets
 
 # Pieces of the stage table's lines (columns in sql.CREATE_STAGE order).
 _NO_EVPN = "\t".join([NULL] * 6)
@@ -103,14 +104,12 @@ def _number(value) -> str:
     return NULL if value is None else str(value)
 
 
-def attribute_fields(attrs, next_hop) -> tuple[str, int]:
-    """(COPY text of a stage_attrs line without its newline, the attribute digest).
+def attribute_text(attrs, next_hop) -> str:
+    """The COPY text of the set's stage_attrs line after its digest, no newline.
 
-    The digest (BLAKE2b, 8 bytes, signed) is of the attribute text, so equal
-    sets get equal digests in every process.  Called for nearly every UPDATE
-    of a full table (a table has too many distinct sets for BatchBuilder's
-    cache to hold), so the fields the decoder gives as integers (ASNs, MED,
-    LOCAL_PREF, communities) are written without escaping: digits need none.
+    Called once per set a batch is the first to send, so the fields the
+    decoder gives as integers (ASNs, MED, LOCAL_PREF, communities) are
+    written without escaping: digits need none.
     """
     origin = attrs.origin
     if origin is not None:
@@ -127,7 +126,7 @@ def attribute_fields(attrs, next_hop) -> tuple[str, int]:
     if cluster:
         cluster = [_ip_or_null(x) for x in cluster]
         cluster = NULL if NULL in cluster else _safe_array(cluster)
-    body = "\t".join((
+    return "\t".join((
         _ip_or_null(next_hop),
         NULL if origin is None else origin,
         path,
@@ -142,9 +141,30 @@ def attribute_fields(attrs, next_hop) -> tuple[str, int]:
         _ip_or_null(attrs.originator_id),
         cluster or NULL,
     ))
-    digest = int.from_bytes(hashlib.blake2b(body.encode(), digest_size=8).digest(), "big",
-                            signed=True)
-    return f"{digest}\t{body}", digest
+
+
+def attribute_digest(attrs, next_hop) -> int:
+    """The set's attr_hash: a BLAKE2b digest (8 bytes, signed), equal in every process.
+
+    Strategy: a set decoded from the wire is named by a digest of
+    ``Attributes.wire`` and the next hop (outside the wire for MP routes), so
+    no UPDATE pays for formatting a set the database already has; only a set
+    a batch is the first to send is formatted (:func:`attribute_text`).  A
+    full table has too many distinct sets for any cache of them to hold.  The
+    price: the same set sent in other octets (another attribute order, say)
+    is stored twice, under two digests.  A set made by hand (no wire) is
+    named by a digest of its text, in another BLAKE2b domain.
+    """
+    wire = attrs.wire
+    if wire:
+        # The next hop's text holds no NUL: the two parts cannot run together.
+        data = (next_hop.encode() + b"\0" + wire) if next_hop else b"\0" + wire
+        person = _WIRE_DOMAIN
+    else:
+        data = attribute_text(attrs, next_hop).encode()
+        person = b""
+    return int.from_bytes(blake2b(data, digest_size=8, person=person).digest(), "big",
+                          signed=True)
 
 
 class Segment:
@@ -201,32 +221,24 @@ class Batch(NamedTuple):
 class BatchBuilder:
     """Accumulates submissions; :meth:`take` hands out the batch built so far.
 
-    Attribute sets: each distinct set is sent with every batch that uses it
-    until one such batch is committed (:meth:`confirm`); later batches name it
-    by digest only.  Sending it again is harmless (the database ignores a
-    digest it has), forgetting it would not be, so a digest only counts as
-    stored after its batch's COMMIT.  Memory stays bounded: the cache from
-    Attributes to digest holds ``attr_cache_size`` entries (two generations:
-    when the newer is half full, the older is dropped), the stored digests
-    ``stored_size`` (when full, they start over); the price is recomputing
-    digests and sending some sets again.  The stored digests
+    Attribute sets (see :func:`attribute_digest`): each distinct set is sent
+    with every batch that uses it until one such batch is committed
+    (:meth:`confirm`); later batches name it by digest only.  Sending it again
+    is harmless (the database ignores a digest it has), forgetting it would
+    not be, so a digest only counts as stored after its batch's COMMIT.
+    Memory stays bounded: the stored digests are ``stored_size`` at most
+    (when full, they start over; the price is sending some sets again).  They
     are also forgotten every ``stored_ttl`` seconds, so that a set is sent
     again (refreshing its last_sent) while it is in use: the database prunes
     sets by that date (sql.PRUNE_ATTRS).
     """
 
-    def __init__(self, max_gen: int = 8, attr_cache_size: int = 20000,
-                 stored_size: int = 250000, stored_ttl: float = 3600.0,
-                 clock=time.monotonic):
+    def __init__(self, max_gen: int = 8, stored_size: int = 250000,
+                 stored_ttl: float = 3600.0, clock=time.monotonic):
         self.max_gen = max_gen
-        self.attr_cache_size = attr_cache_size
         self.stored_size = stored_size
         self.stored_ttl = stored_ttl
         self._clock = clock
-        # (Attributes, next hop) -> digest: the current generation and the one
-        # before, attr_cache_size entries together at most (see _attrs).
-        self._attr_cache: dict = {}
-        self._attr_cache_old: dict = {}
         self._last_attrs = self._last_next_hop = self._last_digest = None
         self._stored: set = set()  # digests in committed batches
         self._stored_since = clock()
@@ -342,31 +354,16 @@ class BatchBuilder:
 
     def _attrs(self, attrs, next_hop) -> int:
         """The digest of the attribute set, its line added to the segment if needed."""
-        line = None
         if attrs is self._last_attrs and next_hop == self._last_next_hop:
-            # Consecutive UPDATEs often share one decoded set: no hashing.
+            # Consecutive UPDATEs often share one decoded set.
             digest = self._last_digest
         else:
-            # Keyed by content, not identity: the decoder's own cache is
-            # bounded, so equal attribute sets may come as distinct objects.
-            # Two generations: a set used lately survives the turnover.
-            key = (attrs, next_hop)
-            digest = self._attr_cache.get(key)
-            if digest is None:
-                digest = self._attr_cache_old.get(key)
-                if digest is None:
-                    line, digest = attribute_fields(attrs, next_hop)
-                if len(self._attr_cache) >= self.attr_cache_size // 2:
-                    self._attr_cache_old = self._attr_cache
-                    self._attr_cache = {}
-                self._attr_cache[key] = digest
+            digest = attribute_digest(attrs, next_hop)
             self._last_attrs = attrs
             self._last_next_hop = next_hop
             self._last_digest = digest
         if digest not in self._stored and digest not in self.attr_digests:
-            if line is None:
-                line = attribute_fields(attrs, next_hop)[0]
-            self.segment.attrs.append(line + "\n")
+            self.segment.attrs.append(f"{digest}\t{attribute_text(attrs, next_hop)}\n")
             self.attr_digests.add(digest)
         return digest
 

@@ -119,7 +119,7 @@ FROM decode_failures;
 -- Routes are stored narrow and shown wide.  Three tables hold them:
 --   route_scopes  one row per (router, peer, RIB view, family);
 --   route_attrs   one row per distinct attribute set (next hop included),
---                 keyed by a 64-bit digest of its content;
+--                 keyed by a 64-bit digest of its octets as received;
 --   route_history / route_current  one row per update / per route key, each
 --                 naming its scope and its attribute set by number.
 -- The public relations route_updates and route_state are views that join them
@@ -144,8 +144,9 @@ CREATE TABLE route_scopes (
     UNIQUE (router_ip, peer_ip, peer_rd, rib, afi_safi)
 );
 
--- Attribute sets.  attr_hash is a BLAKE2b digest (8 bytes) of the set's
--- text, so a set shared by a million routes is written once.  last_sent:
+-- Attribute sets.  attr_hash is a BLAKE2b digest (8 bytes) of the set as
+-- received (see store/rows.py attribute_digest), so a set shared by a
+-- million routes is written once.  last_sent:
 -- when a writer last sent the set (refreshed at most every ten minutes); a
 -- writer names a set without sending it for at most an hour after that.
 -- Maintenance deletes the sets that no route_current row uses and that were
