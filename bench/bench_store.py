@@ -180,8 +180,8 @@ def run_writer(dsn: str, chunks, batch_size: int, reload: bool = False) -> tuple
     def timed(store):
         apply = store.apply
 
-        def timed_apply(batch):
-            result = apply(batch)
+        def timed_apply(batch, *hooks):
+            result = apply(batch, *hooks)
             for name, took in store.timings.items():
                 totals[name] = totals.get(name, 0.0) + took
             return result
@@ -337,7 +337,9 @@ def main(argv=None) -> int:
         rows, raw_before, raw_wal = raw_copy(dsn, batches)
         log(f"raw COPY (before): {rows / raw_before:,.0f} rows/s ({raw_before:.1f} s)")
         written, took, stats = run_writer(dsn, chunks, args.batch_size)
-        log(f"writer: {written / took:,.0f} routes/s ({took:.1f} s, {stats['batches']} batches)")
+        log(f"writer: {written / took:,.0f} routes/s ({took:.1f} s, {stats['batches']} batches: "
+            f"{stats['overlapped']} merged alongside the one before, {stats['pipelined']} "
+            f"after it, {stats['superseded']} rolled back and redone)")
         log("  database time per step: " + ", ".join(
             f"{name} {secs:.1f} s" for name, secs in stats["database_s"].items()))
         reloaded, reload_took, reload_stats = run_writer(dsn, chunks, args.batch_size, reload=True)

@@ -478,38 +478,48 @@ def test_history_keeps_router_time_and_receive_time(db, bmp_events):
     assert abs(float(event["r"]) - (NOW + 10)) < 0.01
 
 
-def test_prestaged_batch_is_applied_on_its_connection(db, bmp_events):
-    """Store.prestage copies a batch's routes ahead, in the transaction apply()
-    then finishes; a prestage for another batch is given back unused."""
+def test_apply_asks_its_hooks_and_rolls_back_when_told(db, bmp_events):
+    """apply() copies the first segment, asks before_merge, merges, asks
+    before_commit; a False from either rolls everything back ("superseded"),
+    the batch claim included, so the batch applies later as if new."""
     ev = bmp_events
     peer = ev.peer()
+    builder = BatchBuilder()
+    builder.add_events(ROUTER, [ev.announce(peer, ["10.1.0.0/16", "10.2.0.0/16"])])
+    batch = builder.take()
+    asked = []
 
-    def batch(prefixes):
-        builder = BatchBuilder()
-        builder.add_events(ROUTER, [ev.announce(peer, prefixes)])
-        return builder.take()
+    def hook(name, answer):
+        def ask():
+            # Nothing is visible to others before the COMMIT.
+            asked.append((name, "stage" in db.store.timings, "merge" in db.store.timings,
+                          db.one("SELECT count(*) AS n FROM route_state")["n"]))
+            return answer
+        return ask
 
-    first, second = batch(["10.1.0.0/16"]), batch(["10.2.0.0/16", "10.3.0.0/16"])
-    db.store.prestage(first)
-    # Nothing is visible before apply(): the copy is in an open transaction
-    # that touched only its own temporary tables.
-    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 0
-    db.store.apply(first)
-    assert "prestage" in db.store.timings
-    db.store.prestage(first)  # staged for a batch that is not the one applied next
+    result = db.store.apply(batch, hook("merge", False), hook("commit", True))
+    assert result["superseded"] and asked == [("merge", True, False, 0)]
+    result = db.store.apply(batch, hook("merge", True), hook("commit", False))
+    assert result["superseded"] and asked[1:] == [("merge", True, False, 0),
+                                                  ("commit", True, True, 0)]
+    assert db.one("SELECT count(*) AS n FROM writer_batches")["n"] == 0
+    result = db.store.apply(batch, hook("merge", True), hook("commit", True))
+    assert not result["superseded"] and not result["duplicate"]
+    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 2
+    assert db.one("SELECT count(*) AS n FROM route_updates")["n"] == 2
+    # The server drops the connection while apply() waits: it fails as for any
+    # lost connection (the writer retries), and the retry gets a new one.
+    builder.add_events(ROUTER, [ev.announce(peer, ["10.3.0.0/16"])])
+    second = builder.take()
+
+    def drop_it():
+        with db.conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                        "AND state = 'idle in transaction'")
+        return True
+
+    with pytest.raises(psycopg2.OperationalError):
+        db.store.apply(second, drop_it)
     db.store.apply(second)
-    assert "prestage" not in db.store.timings
-    assert sorted(r["nlri"] for r in db.rows("SELECT nlri FROM route_state")) == [
-        "10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"]
-    assert db.one("SELECT count(*) AS n FROM route_updates")["n"] == 3
-    # A server that dropped the staged connection: apply() fails as for any
-    # lost connection (the writer retries), and the retry does the copy itself.
-    db.store.prestage(second)
-    with db.conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE pid <> pg_backend_pid() AND datname = current_database() "
-                    "AND state = 'idle in transaction'")
-    third = batch(["10.4.0.0/16"])
-    db.store.prestage(third)  # releases the dead connection first, then stages on a new one
-    db.store.apply(third)
-    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 4
+    assert db.one("SELECT count(*) AS n FROM route_state")["n"] == 3

@@ -5,8 +5,9 @@
 plus a ``writer_batches`` row that makes a retried batch (after a COMMIT whose
 acknowledgement was lost) a no-op.  Route segments go: COPY into the
 per-connection ``stage`` table (and new attribute sets into ``stage_attrs``),
-scopes and peers upserted, attribute sets stored, history inserted, then the
-state merged once per generation (see rows.py).
+scopes ensured, history inserted, then the state merged once per generation
+(see rows.py).  The rows other batches write too (attribute sets, routers,
+peers) come last, once per batch (:meth:`Store._shared_rows`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import NamedTuple, Optional
+from typing import Callable, Optional
 
 from psycopg2.errors import UniqueViolation
 from psycopg2.extras import execute_values
 
 from pybmpmon.store import sql
-from pybmpmon.store.pool import ConnectionPool, leaves_connection_broken
+from pybmpmon.store.pool import ConnectionPool
 from pybmpmon.store.rows import Batch, Op, Segment
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,6 @@ def setup_connection(conn) -> None:
         cur.execute(sql.CREATE_STAGE)
         cur.execute(sql.CREATE_STAGE_ATTRS)
         cur.execute(sql.CREATE_STAGE_SCOPES)
-
-
-class _Staged(NamedTuple):
-    """A batch's first segment copied ahead (Store.prestage), its transaction open."""
-
-    batch_id: str
-    segment: Segment
-    conn: object
-    seconds: float
 
 
 class _LinesReader:
@@ -104,107 +96,124 @@ class Store:
         self._fresh_skip = 0
         self._fresh_backoff = 1
         self.fresh_attempts = self.fresh_failures = 0  # for tests and benchmarks
-        self._staged: Optional[_Staged] = None  # see prestage
 
     # -- batches -----------------------------------------------------------
 
-    def prestage(self, batch: Batch) -> None:
-        """Open ``batch``'s transaction by copying its first route segment into the stage.
-
-        Strategy (the writer's pipeline, see writer.py): this runs while the
-        batch before is still in the database on another connection.  It
-        writes only this connection's temporary tables, so it takes no lock
-        the other transaction could wait for; everything that does (scopes,
-        peers, history, state) waits for :meth:`apply`.  The connection stays
-        in its transaction until ``apply(batch)`` takes it over.  If this
-        fails, apply() copies the segment itself.
-        """
-        self.release_staged()
-        seg = next((part for part in batch.parts if isinstance(part, Segment)), None)
-        if seg is None:
-            return
-        started = time.perf_counter()
-        conn = self.pool.get()
-        try:
-            with conn.cursor() as cur:
-                self._copy_stage(cur, seg)
-        except BaseException as exc:
-            self.pool.put(conn, broken=leaves_connection_broken(exc))
-            raise
-        self._staged = _Staged(batch.batch_id, seg, conn, time.perf_counter() - started)
-
-    def release_staged(self) -> None:
-        """Give back a connection left by :meth:`prestage` (its transaction is rolled back)."""
-        staged, self._staged = self._staged, None
-        if staged is not None:
-            self.pool.put(staged.conn)
-
     def close(self) -> None:
-        self.release_staged()
         self.pool.close()
 
-    def apply(self, batch: Batch) -> dict:
-        """Apply ``batch`` in one transaction; returns counts of what it did."""
+    def apply(self, batch: Batch, before_merge: Optional[Callable[[], bool]] = None,
+              before_commit: Optional[Callable[[], bool]] = None,
+              before_shared: Optional[Callable[[], bool]] = None) -> dict:
+        """Apply ``batch`` in one transaction; returns counts of what it did.
+
+        The hooks let the writer overlap this batch with the one before it
+        (see writer.py): ``before_merge`` runs once the first route segment
+        is copied into this connection's stage (temporary tables only: no
+        lock another transaction could wait for), ``before_shared`` before
+        the rows other batches write too (:meth:`_shared_rows`),
+        ``before_commit`` once everything but the COMMIT is done.  Each may
+        block until the batch before has got that far; if it returns False
+        (the batch before failed, say), the transaction is rolled back and
+        the result says ``superseded``: the caller applies the batch again
+        later.
+        """
         self.ensure_partitions(batch.days)
         result = {"routes": batch.route_count, "withdrawn_by_peer_down": 0, "swept": 0,
-                  "stale_scopes": 0, "duplicate": False}
+                  "stale_scopes": 0, "duplicate": False, "superseded": False}
         self.timings = timings = {}
-        staged, self._staged = self._staged, None
-        conn = staged_seg = None
-        if staged is not None:
-            if staged.batch_id == batch.batch_id:
-                conn, staged_seg, timings["prestage"] = staged.conn, staged.segment, staged.seconds
-            else:
-                self.pool.put(staged.conn)
-        with self.pool.connection(conn) as conn:
+        clock = time.perf_counter
+        with self.pool.connection() as conn:
             with conn.cursor() as cur:
-                # Statements are sent together where possible: every round
-                # trip costs a GIL hand-over from the busy hub thread.
-                statements = []
-                if batch.routers:
-                    statements.append(_values(cur, sql.TOUCH_ROUTERS, sql.TOUCH_ROUTERS_TEMPLATE,
-                                              [(r, t, t) for r, t in batch.routers.items()]))
-                statements.append(cur.mogrify(sql.CLAIM_BATCH, (batch.batch_id,)).decode())
-                cur.execute(";\n".join(statements))
-                if cur.rowcount == 0:  # the claim, sent last
+                first = next((part for part in batch.parts if isinstance(part, Segment)), None)
+                if first is not None:
+                    started = clock()
+                    self._copy_stage(cur, first)
+                    timings["stage"] = clock() - started
+                if before_merge is not None and not self._hold(before_merge, timings):
+                    conn.rollback()
+                    result["superseded"] = True
+                    return result
+                cur.execute(sql.CLAIM_BATCH, (batch.batch_id,))
+                if cur.rowcount == 0:
                     conn.rollback()
                     result["duplicate"] = True
                     return result
+                peers: dict = {}
+                attrs = False
                 for part in batch.parts:
                     if isinstance(part, Segment):
-                        self._segment(cur, part, timings, staged=part is staged_seg)
+                        self._segment(cur, part, timings, staged=part is first)
+                        peers.update(part.peers)
+                        attrs = attrs or bool(part.attrs)
                     else:
                         self._op(cur, part, result)
-            started = time.perf_counter()
+                if before_shared is not None and not self._hold(before_shared, timings):
+                    conn.rollback()
+                    result["superseded"] = True
+                    return result
+                self._shared_rows(cur, batch, peers, attrs)
+            if before_commit is not None and not self._hold(before_commit, timings):
+                conn.rollback()
+                result["superseded"] = True
+                return result
+            started = clock()
             conn.commit()
-            timings["commit"] = time.perf_counter() - started
+            timings["commit"] = clock() - started
         return result
 
     @staticmethod
-    def _copy_stage(cur, seg: Segment) -> None:
-        cur.execute(sql.TRUNCATE_STAGE)
+    def _hold(hook: Callable[[], bool], timings: dict) -> bool:
+        started = time.perf_counter()
+        go_on = hook()
+        timings["wait"] = timings.get("wait", 0.0) + time.perf_counter() - started
+        return go_on
+
+    @staticmethod
+    def _shared_rows(cur, batch: Batch, peers: dict, attrs: bool) -> None:
+        """The rows other batches may write too: attribute sets, routers, peers.
+
+        Strategy: they come last, after the merge.  A row that the batch
+        before is still committing (the same router, a set both carry) makes
+        this transaction wait for that COMMIT; here the wait costs nothing,
+        since this batch's own COMMIT waits for it anyway (writer.py), while
+        at the start it would hold up the whole merge.  Order does not
+        matter for them: history and state name sets by digest, with no
+        foreign key, and the touches only raise last_seen or fill blanks.
+        """
+        statements = []
+        if attrs:
+            statements.append(sql.STORE_ATTRS)  # every segment's sets, in stage_attrs
+        if peers:
+            rows = [(key[0], key[1], key[2], key[3], asn, str(bgp_id), at, at)
+                    for key, (asn, bgp_id, at) in peers.items()]
+            statements.append(_values(cur, sql.TOUCH_PEERS, sql.TOUCH_PEERS_TEMPLATE, rows))
+        if batch.routers:
+            statements.append(_values(cur, sql.TOUCH_ROUTERS, sql.TOUCH_ROUTERS_TEMPLATE,
+                                      [(r, t, t) for r, t in batch.routers.items()]))
+        if statements:
+            cur.execute(";\n".join(statements))
+
+    @staticmethod
+    def _copy_stage(cur, seg: Segment, first: bool = True) -> None:
+        """The segment's lines into the stage; its attribute sets join the batch's."""
+        cur.execute(sql.TRUNCATE_STAGE if first else sql.TRUNCATE_SEGMENT_STAGE)
         cur.copy_expert(sql.COPY_STAGE, _LinesReader(seg.lines), size=COPY_BUFFER)
         if seg.attrs:
             cur.copy_expert(sql.COPY_STAGE_ATTRS, _LinesReader(seg.attrs), size=COPY_BUFFER)
 
     def _segment(self, cur, seg: Segment, timings: dict, staged: bool = False) -> None:
-        """Stage the segment (unless :meth:`prestage` did), then merge it, in one round trip."""
+        """Stage the segment (unless apply() did, first thing), then merge it, in one round trip."""
         clock = time.perf_counter
         started = clock()
         if not staged:
-            self._copy_stage(cur, seg)
+            self._copy_stage(cur, seg, first=False)
         copied = clock()
         scopes = sorted({scope[:5] for scope in seg.scopes})
         statements = [_values(cur, sql.ENSURE_SCOPES, None, scopes)]
-        if seg.peers:
-            rows = [(key[0], key[1], key[2], key[3], asn, str(bgp_id), at, at)
-                    for key, (asn, bgp_id, at) in seg.peers.items()]
-            statements.append(_values(cur, sql.TOUCH_PEERS, sql.TOUCH_PEERS_TEMPLATE, rows))
         refs = [(ref, *scope) for scope, ref in seg.scopes.items()]
         statements.append(_values(cur, sql.FILL_STAGE_SCOPES, sql.FILL_STAGE_SCOPES_TEMPLATE,
                                   refs))
-        if seg.attrs:
-            statements.append(sql.STORE_ATTRS)
         statements.append(sql.INSERT_HISTORY)
         self._merge(cur, statements, seg.max_gen)
         done = clock()

@@ -59,6 +59,7 @@ COPY_STAGE = "COPY stage FROM STDIN"
 COPY_STAGE_ATTRS = ("COPY stage_attrs (attr_hash, " + ", ".join(ATTRIBUTE_COLUMNS)
                     + ") FROM STDIN")
 TRUNCATE_STAGE = "TRUNCATE stage, stage_scopes, stage_attrs"
+TRUNCATE_SEGMENT_STAGE = "TRUNCATE stage, stage_scopes"  # stage_attrs gathers the batch's sets
 
 FILL_STAGE_SCOPES = (
     "INSERT INTO stage_scopes SELECT v.sref, c.scope_id, c.epoch, v.peer_asn "

@@ -16,9 +16,10 @@ Shape (SPEC §2, §5):
   connections; on a native thread it works and the hub stays free to serve
   routers.  While one batch is in the database the batcher builds the next,
   so Python and PostgreSQL work at the same time.  These *main* batches are
-  applied one after the other, in order; the next one is already copied into
-  a second connection's staging table while the one before is merged
-  (``Writer._dispatch``).
+  committed one after the other, in order, but two may be in the database
+  at once, on two connections: the next one is copied into its staging
+  table while the one before is merged, and merged while the one before
+  commits (``Writer._dispatch``).
 - The *lane*, so that a new router's Peer Up is stored within a second, not
   after another router's table load (issue 4).  A submission without routes
   (connect, Initiation, Peer Up, statistics, Termination) from a router that
@@ -53,17 +54,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
+from collections import deque
 from typing import Callable, Optional
 
 import gevent
 import gevent.event
-import psycopg2
 
 from pybmpmon.store.database import Store, setup_connection
+from pybmpmon.store.flights import Flight, Progress, attempt, may_overlap
 from pybmpmon.store.intake import Intake, lane_kind
 from pybmpmon.store.pool import ConnectionPool, is_connection_error
-from pybmpmon.store.rows import Batch, BatchBuilder
+from pybmpmon.store.rows import Batch, BatchBuilder, Segment
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +72,6 @@ _FLUSH = "flush"
 _IN_FLIGHT_POLL = 0.2  # seconds between looks at the main batch in the database
 _LANE_POLL = 0.02  # the same for a lane batch: short, and what waits for it is urgent
 _STOP = "stop"
-
-
-class _Flight:
-    """A batch on a native thread: the batch, the store applying it, the pending result."""
-
-    __slots__ = ("batch", "store", "result")
-
-    def __init__(self, batch: Batch, store: Store):
-        self.batch = batch
-        self.store = store
-        self.result = None
-
-    @property
-    def failed(self) -> bool:
-        return self.result.ready() and not self.result.successful()
 
 
 class Writer:
@@ -133,14 +119,17 @@ class Writer:
         self._builder = BatchBuilder(max_gen=max_gen)
         self._lane_builder = BatchBuilder(max_gen=max_gen)  # lane submissions not sent yet
         self._batcher: Optional[gevent.Greenlet] = None
-        self._in_flight: Optional[_Flight] = None  # the main batch in the database
-        self._staging: Optional[Store] = None  # the store prestaging the next batch
-        self._lane: Optional[_Flight] = None  # the lane batch in the database
+        self._main: deque = deque()  # main batches in the database, oldest first (<= 2)
+        self._scopes_stored: set = set()  # route scopes that committed batches wrote
+        self._lane: Optional[Flight] = None  # the lane batch in the database
         self._next_maintenance = 0.0
         self._outage_since: Optional[float] = None
         self._outage_attempts = 0
         self.stats = {"batches": 0, "lane_batches": 0, "routes": 0, "submitted_routes": 0,
-                      "dropped_routes": 0, "retries": 0, "outages": 0}
+                      "dropped_routes": 0, "retries": 0, "outages": 0,
+                      # main batches sent while the one before was in the database,
+                      # merged alongside it or after it (see _dispatch)
+                      "overlapped": 0, "pipelined": 0, "superseded": 0}
 
     # -- public API (called from router greenlets) --------------------------
 
@@ -194,7 +183,7 @@ class Writer:
             self._batcher = None
             # A batch still in the database gets what is left of the timeout,
             # no more: the service promises to exit within SHUTDOWN_TIMEOUT.
-            for flight in (self._in_flight, self._lane):
+            for flight in list(self._main) + [self._lane]:
                 if flight is not None:
                     flight.result.wait(left())
         for store in self.stores:
@@ -226,13 +215,13 @@ class Writer:
                 # free again soon after its batch is committed.
                 now = time.monotonic()
                 wake = self._next_maintenance if deadline is None else deadline
-                if self._in_flight is not None:
+                if self._main:
                     wake = min(wake, now + _IN_FLIGHT_POLL)
                 if self._lane is not None:
                     wake = min(wake, now + _LANE_POLL)
                 item = self._intake.take(max(0.0, wake - now))
-                if self._in_flight is not None and self._in_flight.result.ready():
-                    self._wait_in_flight()
+                while self._main and self._main[0].result.ready():
+                    self._settle(self._main.popleft())
                 if self._lane is not None and self._lane.result.ready():
                     self._wait_lane()
                 if item is None:
@@ -276,7 +265,7 @@ class Writer:
         router_ip = item[1]
         if self._lane_store is None or router_ip in self._builder.routers:
             return False
-        if self._in_flight is not None and router_ip in self._in_flight.batch.routers:
+        if any(router_ip in flight.batch.routers for flight in self._main):
             return False
         return lane_kind(item)
 
@@ -328,86 +317,97 @@ class Writer:
     def _dispatch(self) -> None:
         """Send the batch being built to the database, after everything sent before.
 
-        Strategy (the pipeline): main batches alternate between two Stores.
-        While batch N is still in the database, batch N+1 is already copied
-        into the other connection's stage (Store.prestage: temporary tables
-        only, no lock N could wait for); once N is committed, N+1's merge
-        starts at once.  The copy is a fifth of a batch's database time, and
-        it overlaps N's merge on the second core.  Batches still commit one
-        after the other, in order, each in one transaction.
+        Strategy (the pipeline): main batches alternate between two Stores,
+        so two may be in the database at once.  Batch N+1 copies its routes
+        into its connection's stage (temporary tables only: no lock N could
+        wait for) while N is merged, and merges while N commits; its COMMIT
+        waits for N's (see flights.py).  On two cores this keeps the
+        second one busy, and the COMMIT's wait for the disk off the critical
+        path.  Batches still commit one after the other, in order, each in
+        one transaction.  Maintenance runs with no batch in the database.
         """
         if self._builder.empty:
             self._drain()
             self._maintain()
             return
-        batch = self._builder.take()
-        store = self.store
-        staging = None
-        if self._in_flight is not None and len(self.stores) > 1:
-            store = self.stores[1] if self._in_flight.store is self.stores[0] else self.stores[0]
-            staging = gevent.get_hub().threadpool.spawn(store.prestage, batch)
-            self._staging = store
-        try:
+        if time.monotonic() >= self._next_maintenance:
             self._drain()
-            if staging is not None:
-                try:
-                    staging.get()
-                except Exception as exc:  # noqa: BLE001 - apply() copies it instead
-                    log.debug("batch_prestage_failed", extra={"error": str(exc).strip()})
-        finally:
-            self._staging = None
-        self._maintain()
-        self._in_flight = self._launch(_Flight(batch, store))
+            self._maintain()
+        batch = self._builder.take()
+        # What the lane took before this batch's submissions comes first.
+        self._wait_lane()
+        self._send_lane()
+        self._wait_lane()
+        while len(self._main) >= len(self.stores):
+            self._settle(self._main.popleft())
+        busy = [flight.store for flight in self._main]
+        store = next(store for store in self.stores if store not in busy)
+        before = parallel = None
+        if self._main:
+            before = self._main[-1].progress
+            parallel = may_overlap(self._main[-1].batch, batch, self._scopes_stored)
+            self.stats["overlapped" if parallel else "pipelined"] += 1
+        self._main.append(self._launch(Flight(batch, store), before, bool(parallel)))
 
     def _send_lane(self) -> None:
         """Send the lane's waiting submissions, unless a lane batch is in the database."""
         if self._lane is None and not self._lane_builder.empty:
-            self._lane = self._launch(_Flight(self._lane_builder.take(), self._lane_store))
+            self._lane = self._launch(Flight(self._lane_builder.take(), self._lane_store))
 
     def _drain(self) -> None:
         """Wait until every batch sent, and every lane submission, is committed."""
         self._wait_lane()
         self._send_lane()
-        self._wait_in_flight()
+        while self._main:
+            self._settle(self._main.popleft())
         self._wait_lane()
-
-    def _wait_in_flight(self) -> None:
-        if self._in_flight is not None:
-            self._settle(self._in_flight)
-            self._in_flight = None
 
     def _wait_lane(self) -> None:
         if self._lane is not None:
             self._settle(self._lane)
             self._lane = None
 
-    def _launch(self, flight: _Flight) -> _Flight:
+    def _launch(self, flight: Flight, before: Optional[Progress] = None,
+                parallel: bool = False) -> Flight:
+        """Start an attempt at ``flight``'s batch; ``before``: the attempt at the batch
+        before it, still in the database; ``parallel``: see flights.py."""
+        flight.progress = Progress()
         pool = gevent.get_hub().threadpool
-        flight.result = pool.spawn(self._apply_isolating, flight.batch, flight.store)
+        flight.result = pool.spawn(attempt, flight.batch, flight.store, self._builder.max_gen,
+                                   flight.progress, before, parallel)
         return flight
 
-    def _settle(self, flight: _Flight) -> None:
+    def _settle(self, flight: Flight) -> None:
         """Wait for ``flight``; retry its batch until it is committed."""
         batch = flight.batch
         while True:
             try:
                 outcome = flight.result.get()
-                break
             except Exception as exc:  # noqa: BLE001 - every failure is retried or reported
                 if not is_connection_error(exc):
-                    # _apply_isolating only lets connection errors out; anything
+                    # apply_isolating only lets connection errors out; anything
                     # else is a bug: report and keep the batch (retry).
                     log.error("route_processing_error", exc_info=True,
                               extra={"route_count": batch.route_count, "error": str(exc)})
                 self._outage(exc, batch,
                              what="lane batch" if flight.store is self._lane_store else "batch")
                 self._launch(flight)
+                continue
+            if not outcome.get("superseded"):
+                break
+            self.stats["superseded"] += 1
+            # The batch before failed, and is committed by now (batches settle
+            # in order): this one again, on its own.
+            self._launch(flight)
         if not outcome.get("dropped"):
             # Its attribute sets are in the database: later batches name them only.
             self._builder.confirm(batch)
+        for part in batch.parts:
+            if isinstance(part, Segment):
+                self._scopes_stored.update(part.gens)
         # An outage that failed the other batch too is over once that one is through.
         if not any(other is not None and other is not flight and other.failed
-                   for other in (self._in_flight, self._lane)):
+                   for other in list(self._main) + [self._lane]):
             self._recovered(batch)
         self.stats["batches"] += 1
         if flight.store is self._lane_store:
@@ -461,9 +461,9 @@ class Writer:
         routes = self._builder.route_count
         if batch is not None:
             routes += batch.route_count
-        main = self._in_flight
-        if main is not None and main.batch is not batch:
-            routes += main.batch.route_count
+        for flight in self._main:
+            if flight.batch is not batch:
+                routes += flight.batch.route_count
         for item in self._intake.waiting():
             if item[0] == "events":
                 routes += _count_routes(item[2])
@@ -480,48 +480,13 @@ class Writer:
             # The idle connections of a pool that sat out the outage are
             # likely dead (a server restart): a fresh one beats a second
             # outage at its next use.  Not while a thread may be using it.
-            busy = {flight.store for flight in (self._in_flight, self._lane) if flight is not None}
-            busy.add(self._staging)  # its thread is using the pool
+            busy = {flight.store for flight in list(self._main) + [self._lane]
+                    if flight is not None}
             for store in self.stores + [self._lane_store]:
                 if store is not None and store not in busy:
                     store.close()
 
     # -- on the native thread ----------------------------------------------
-
-    def _apply_isolating(self, batch: Batch, store: Store) -> dict:
-        """Apply ``batch`` with ``store``; if its content is rejected, split until
-        the culprit is alone.
-
-        Connection errors propagate (the batcher retries the whole batch).
-        """
-        error = None
-        for attempt in range(2):
-            try:
-                return store.apply(batch)
-            except psycopg2.Error as exc:
-                if is_connection_error(exc):
-                    raise
-                error = exc
-                # Once more with fresh knowledge of the database (a partition
-                # dropped behind our back, say) before blaming the content.
-                store.forget()
-        halves = _split(batch.items)
-        if halves is None:
-            log.error("route_processing_error",
-                      extra={"route_count": batch.route_count, "error": str(error).strip(),
-                             "error_type": type(error).__name__, "dropped": True})
-            return {"dropped": batch.route_count}
-        dropped = 0
-        for number, half in enumerate(halves):
-            builder = BatchBuilder(max_gen=self._builder.max_gen)
-            for item in half:
-                builder.add_item(item)
-            # Derived ids: if the connection fails after the first half was
-            # committed, the retry of the whole batch skips that half.
-            half_id = str(uuid.uuid5(uuid.UUID(batch.batch_id), str(number)))
-            dropped += self._apply_isolating(builder.take(half_id), store).get("dropped", 0)
-        return {"dropped": dropped}
-
 
 def _count_routes(events) -> int:
     count = 0
@@ -530,16 +495,3 @@ def _count_routes(events) -> int:
         if update is not None:
             count += sum(len(rs.nlri) for rs in update.announced + update.withdrawn)
     return count
-
-
-def _split(items: list):
-    """Two halves of a batch's submissions, splitting one submission's events if alone."""
-    if len(items) > 1:
-        middle = len(items) // 2
-        return items[:middle], items[middle:]
-    kind, router_ip, events, at = items[0]
-    if kind == "events" and len(events) > 1:
-        middle = len(events) // 2
-        return ([(kind, router_ip, events[:middle], at)],
-                [(kind, router_ip, events[middle:], at)])
-    return None
