@@ -290,3 +290,27 @@ def test_stored_attribute_sets_are_sent_again_after_an_hour(bmp_events):
     assert carried("12.0.0.0/8") == 0  # its confirmation, an hour on, forgets the set
     assert carried("13.0.0.0/8") == 1  # so it is sent again
     assert carried("14.0.0.0/8") == 0
+
+
+def test_times_formatted_once_still_count_each_batch_day(bmp_events):
+    """UPDATEs stamped alike share one formatted head; a new batch still learns
+    the day of its first route, and another time gets its own text."""
+    ev = bmp_events
+    builder = BatchBuilder()
+    at = 1700006399.25  # 0.75 s before midnight (UTC), read 1 s later
+    day = int(at // 86400)
+    peer = ev.peer(timestamp=at)
+    for batch_number in range(2):
+        builder.add_events("r", [ev.announce(peer, ["10.0.0.0/8"]),
+                                 ev.announce(peer, ["11.0.0.0/8"])], at + 1)
+        batch = builder.take()
+        assert batch.days == frozenset({day, day + 1}), batch_number
+        (seg,) = batch.parts
+        assert [fields(line)[1:3] for line in seg.lines] == [
+            ["1700006399.250000", "1700006400.250000"]] * 2
+    later = ev.peer(timestamp=at + 0.5)
+    builder.add_events("r", [ev.announce(peer, ["10.0.0.0/8"]),
+                             ev.announce(later, ["11.0.0.0/8"])], at + 1)
+    (seg,) = builder.take().parts
+    assert [fields(line)[1:3] for line in seg.lines] == [
+        ["1700006399.250000", "1700006400.250000"], ["1700006399.750000", "1700006400.250000"]]

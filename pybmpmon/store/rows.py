@@ -243,6 +243,7 @@ class BatchBuilder:
         self._stored: set = set()  # digests in committed batches
         self._stored_since = clock()
         self._peer_cache: dict = {}
+        self._last_peer: Optional[tuple] = None  # (address, router, flags, type, rd, found)
         self._reset()
 
     def _reset(self) -> None:
@@ -254,6 +255,8 @@ class BatchBuilder:
         self.routers: dict = {}
         self.items: list = []
         self.attr_digests: set = set()
+        # The times of the last route UPDATE, as line text (see _route_monitoring).
+        self._head_at = self._head_received = self._head = None
 
     @property
     def empty(self) -> bool:
@@ -334,6 +337,13 @@ class BatchBuilder:
 
     def _peer(self, router_ip: str, peer: PeerHeader) -> tuple:
         """(scope prefix (router, peer, rd, rib), bgp_peers key) cached per peer and view."""
+        last = self._last_peer
+        if (last is not None and peer.address is last[0] and router_ip == last[1]
+                and peer.flags == last[2] and peer.peer_type == last[3]
+                and peer.distinguisher == last[4]):
+            # The decoder shares a peer's fields between its messages: no
+            # hashing of the address for a run of one peer's UPDATEs.
+            return last[5]
         cache_key = (router_ip, peer.peer_type, peer.flags, peer.distinguisher, peer.address)
         found = self._peer_cache.get(cache_key)
         if found is None:
@@ -341,6 +351,8 @@ class BatchBuilder:
             rd = peer.distinguisher
             found = ((router_ip, peer_ip, rd, peer.rib), (router_ip, peer.peer_type, rd, peer_ip))
             self._peer_cache[cache_key] = found
+        self._last_peer = (peer.address, router_ip, peer.flags, peer.peer_type,
+                           peer.distinguisher, found)
         return found
 
     def confirm(self, batch: Batch) -> None:
@@ -376,10 +388,15 @@ class BatchBuilder:
         scope_head, peer_key = self._peer(router_ip, peer)
         seg = self.segment
         seg.peers[peer_key] = (peer.asn, peer.bgp_id, at)
-        day = int(at // 86400)
-        if day not in self.days:
-            self.days.add(day)
-        head = f"\t{at:.6f}\t{received_at:.6f}\t"
+        if at != self._head_at or received_at != self._head_received:
+            # A table dump stamps runs of UPDATEs alike: format the times once.
+            day = int(at // 86400)
+            if day not in self.days:
+                self.days.add(day)
+            self._head_at = at
+            self._head_received = received_at
+            self._head = f"\t{at:.6f}\t{received_at:.6f}\t"
+        head = self._head
         attrs = update.attributes
         for rs in update.withdrawn:
             if rs.nlri:
