@@ -29,6 +29,7 @@ from pybmpmon.store.database import Store
 from pybmpmon.store.pool import is_connection_error
 from pybmpmon.store.rows import Batch, BatchBuilder, Segment
 
+# The writer's logger: what this module logs is the writer's doing.
 log = logging.getLogger("pybmpmon.store.writer")
 
 # A lock of the operating system even after gevent's monkey-patching: the
@@ -171,6 +172,7 @@ def attempt(batch: Batch, store: Store, max_gen: int, progress: Progress,
         progress.merged.set()
         progress.done.set()
 
+
 def apply_isolating(batch: Batch, store: Store, max_gen: int, before_merge=None,
                     before_commit=None, before: Optional[Progress] = None,
                     before_shared=None) -> dict:
@@ -180,7 +182,7 @@ def apply_isolating(batch: Batch, store: Store, max_gen: int, before_merge=None,
     Connection errors propagate (the batcher retries the whole batch).
     """
     error = None
-    for attempt in range(2):
+    for _ in range(2):
         try:
             return store.apply(batch, before_merge, before_commit, before_shared)
         except psycopg2.Error as exc:

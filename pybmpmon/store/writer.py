@@ -320,11 +320,13 @@ class Writer:
         Strategy (the pipeline): main batches alternate between two Stores,
         so two may be in the database at once.  Batch N+1 copies its routes
         into its connection's stage (temporary tables only: no lock N could
-        wait for) while N is merged, and merges while N commits; its COMMIT
-        waits for N's (see flights.py).  On two cores this keeps the
-        second one busy, and the COMMIT's wait for the disk off the critical
-        path.  Batches still commit one after the other, in order, each in
-        one transaction.  Maintenance runs with no batch in the database.
+        wait for) while N is merged, and merges while N commits, or at once,
+        alongside N, when the two cannot wait for each other's rows (no
+        common route, no new scope, no operation: a table load); its COMMIT
+        waits for N's (see flights.py).  On two cores this keeps the second
+        one busy, and the COMMIT's wait for the disk off the critical path.
+        Batches still commit one after the other, in order, each in one
+        transaction.  Maintenance runs with no batch in the database.
         """
         if self._builder.empty:
             self._drain()
@@ -400,11 +402,12 @@ class Writer:
             # in order): this one again, on its own.
             self._launch(flight)
         if not outcome.get("dropped"):
-            # Its attribute sets are in the database: later batches name them only.
+            # Its attribute sets and scopes are in the database: later batches
+            # name the sets only, and may merge alongside others in the scopes.
             self._builder.confirm(batch)
-        for part in batch.parts:
-            if isinstance(part, Segment):
-                self._scopes_stored.update(part.gens)
+            for part in batch.parts:
+                if isinstance(part, Segment):
+                    self._scopes_stored.update(part.gens)
         # An outage that failed the other batch too is over once that one is through.
         if not any(other is not None and other is not flight and other.failed
                    for other in list(self._main) + [self._lane]):
