@@ -218,3 +218,22 @@ class BmpEvents:
 @pytest.fixture
 def bmp_events():
     return BmpEvents()
+
+
+@pytest.fixture
+def make_writer():
+    """Writers started on a DSN, stopped after the test."""
+    made = []
+
+    def make(dsn, **kwargs):
+        kwargs.setdefault("batch_timeout", 0.2)
+        from pybmpmon.store.writer import Writer
+
+        writer = Writer(dsn, **kwargs)
+        writer.start()
+        made.append(writer)
+        return writer
+
+    yield make
+    for writer in made:
+        writer.stop(timeout=30)
