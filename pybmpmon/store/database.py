@@ -57,6 +57,10 @@ def setup_connection(conn) -> None:
         cur.execute(sql.CREATE_STAGE_SCOPES)
 
 
+class _GiveWay(Exception):
+    """A hook of Store.apply said to roll back (the batch before failed, say)."""
+
+
 class _LinesReader:
     """A file-like view of a list of lines for copy_expert, without joining them all."""
 
@@ -124,36 +128,32 @@ class Store:
         self.timings = timings = {}
         clock = time.perf_counter
         with self.pool.connection() as conn:
-            with conn.cursor() as cur:
-                first = next((part for part in batch.parts if isinstance(part, Segment)), None)
-                if first is not None:
-                    started = clock()
-                    self._copy_stage(cur, first)
-                    timings["stage"] = clock() - started
-                if before_merge is not None and not self._hold(before_merge, timings):
-                    conn.rollback()
-                    result["superseded"] = True
-                    return result
-                cur.execute(sql.CLAIM_BATCH, (batch.batch_id,))
-                if cur.rowcount == 0:
-                    conn.rollback()
-                    result["duplicate"] = True
-                    return result
-                peers: dict = {}
-                attrs = False
-                for part in batch.parts:
-                    if isinstance(part, Segment):
-                        self._segment(cur, part, timings, staged=part is first)
-                        peers.update(part.peers)
-                        attrs = attrs or bool(part.attrs)
-                    else:
-                        self._op(cur, part, result)
-                if before_shared is not None and not self._hold(before_shared, timings):
-                    conn.rollback()
-                    result["superseded"] = True
-                    return result
-                self._shared_rows(cur, batch, peers, attrs)
-            if before_commit is not None and not self._hold(before_commit, timings):
+            try:
+                with conn.cursor() as cur:
+                    first = next((p for p in batch.parts if isinstance(p, Segment)), None)
+                    if first is not None:
+                        started = clock()
+                        self._copy_stage(cur, first)
+                        timings["stage"] = clock() - started
+                    self._hold(before_merge, timings)
+                    cur.execute(sql.CLAIM_BATCH, (batch.batch_id,))
+                    if cur.rowcount == 0:
+                        conn.rollback()
+                        result["duplicate"] = True
+                        return result
+                    peers: dict = {}
+                    attrs = False
+                    for part in batch.parts:
+                        if isinstance(part, Segment):
+                            self._segment(cur, part, timings, staged=part is first)
+                            peers.update(part.peers)
+                            attrs = attrs or bool(part.attrs)
+                        else:
+                            self._op(cur, part, result)
+                    self._hold(before_shared, timings)
+                    self._shared_rows(cur, batch, peers, attrs)
+                self._hold(before_commit, timings)
+            except _GiveWay:
                 conn.rollback()
                 result["superseded"] = True
                 return result
@@ -163,11 +163,15 @@ class Store:
         return result
 
     @staticmethod
-    def _hold(hook: Callable[[], bool], timings: dict) -> bool:
+    def _hold(hook: Optional[Callable[[], bool]], timings: dict) -> None:
+        """Run one of apply()'s hooks; raise _GiveWay when it says not to go on."""
+        if hook is None:
+            return
         started = time.perf_counter()
         go_on = hook()
         timings["wait"] = timings.get("wait", 0.0) + time.perf_counter() - started
-        return go_on
+        if not go_on:
+            raise _GiveWay
 
     @staticmethod
     def _shared_rows(cur, batch: Batch, peers: dict, attrs: bool) -> None:

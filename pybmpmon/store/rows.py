@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import re
 import time
-from hashlib import blake2b
 import uuid
+from hashlib import blake2b
 from typing import Iterable, NamedTuple, Optional
 
 from pybmpmon.bgp.attributes import (

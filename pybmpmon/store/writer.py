@@ -183,9 +183,8 @@ class Writer:
             self._batcher = None
             # A batch still in the database gets what is left of the timeout,
             # no more: the service promises to exit within SHUTDOWN_TIMEOUT.
-            for flight in list(self._main) + [self._lane]:
-                if flight is not None:
-                    flight.result.wait(left())
+            for flight in self._in_database():
+                flight.result.wait(left())
         for store in self.stores:
             store.close()
         if self._lane_pool is not None:
@@ -351,6 +350,10 @@ class Writer:
             self.stats["overlapped" if parallel else "pipelined"] += 1
         self._main.append(self._launch(Flight(batch, store), before, bool(parallel)))
 
+    def _in_database(self) -> list:
+        """The batches in the database: the main ones, oldest first, then the lane's."""
+        return list(self._main) + ([self._lane] if self._lane is not None else [])
+
     def _send_lane(self) -> None:
         """Send the lane's waiting submissions, unless a lane batch is in the database."""
         if self._lane is None and not self._lane_builder.empty:
@@ -409,8 +412,7 @@ class Writer:
                 if isinstance(part, Segment):
                     self._scopes_stored.update(part.gens)
         # An outage that failed the other batch too is over once that one is through.
-        if not any(other is not None and other is not flight and other.failed
-                   for other in list(self._main) + [self._lane]):
+        if not any(other is not flight and other.failed for other in self._in_database()):
             self._recovered(batch)
         self.stats["batches"] += 1
         if flight.store is self._lane_store:
@@ -436,7 +438,7 @@ class Writer:
         """Log the failure (first time loudly), then sleep the backoff.
 
         route_count: the routes the outage holds up, i.e. those of the failed
-        batch, of the main batch in flight, of the batch being built and of
+        batch, of the main batches in the database, of the batch being built and of
         the queued submissions (a lane batch that fails first has none of its
         own).
         """
@@ -483,8 +485,7 @@ class Writer:
             # The idle connections of a pool that sat out the outage are
             # likely dead (a server restart): a fresh one beats a second
             # outage at its next use.  Not while a thread may be using it.
-            busy = {flight.store for flight in list(self._main) + [self._lane]
-                    if flight is not None}
+            busy = {flight.store for flight in self._in_database()}
             for store in self.stores + [self._lane_store]:
                 if store is not None and store not in busy:
                     store.close()
