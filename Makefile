@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml setup.py pybmpmon/_fastpath.c
+$(STAMP): setup.cfg pyproject.toml setup.py pybmpmon/_fastpath.c pybmpmon/_rowpath.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@

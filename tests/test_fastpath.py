@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from leaks import assert_no_leaks
 
 from pybmpmon.bgp import message
 from pybmpmon.bgp.model import EMPTY_ATTRIBUTES, BgpContext, Nlri
@@ -634,12 +635,4 @@ def test_no_leaks():
                 )
             cache.clear()
 
-    run()
-    gc.collect()
-    blocks = sys.getallocatedblocks()
-    counts = [sys.getrefcount(obj) for obj in watched]
-    for _ in range(5):
-        run()
-    gc.collect()
-    assert [sys.getrefcount(obj) for obj in watched] == counts
-    assert sys.getallocatedblocks() - blocks < 50
+    assert_no_leaks(run, watched)

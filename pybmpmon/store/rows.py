@@ -34,16 +34,16 @@ the COPY-format escaping used for any non-fixed text that does go into a line.
 
 from __future__ import annotations
 
+import os
 import re
+import struct
 import time
 import uuid
 from hashlib import blake2b
 from typing import Iterable, NamedTuple, Optional
 
 from pybmpmon.bgp.attributes import (
-    format_community,
     format_ext_community,
-    format_large_community,
     origin_as,
 )
 from pybmpmon.bgp.model import family_name
@@ -54,11 +54,40 @@ NULL = "\\N"
 
 ORIGINS = ("igp", "egp", "incomplete")
 _WIRE_DOMAIN = b"pybmpmon-wire"  # BLAKE2b personalization of digests of wire octets
+_WIRE_HASHER = blake2b(digest_size=8, person=_WIRE_DOMAIN)
+_TEXT_HASHER = blake2b(digest_size=8)
+_signed64 = struct.Struct(">q").unpack  # a digest as attr_hash (bigint)
 
 # Pieces of the stage table's lines (columns in sql.CREATE_STAGE order).
 _NO_EVPN = "\t".join([NULL] * 6)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _ARRAY_SPECIAL = frozenset('{}",\\ \t\n\r\'')
+
+
+_ROWPATH_API = 1  # the API_VERSION of pybmpmon/_rowpath.c this module calls
+
+
+def _load_rowpath():
+    """The C accelerator's route_lines, or None.
+
+    ``pybmpmon._rowpath`` is optional like ``pybmpmon._fastpath`` (see
+    setup.py), and PYBMPMON_PURE_PYTHON=1 turns it off the same way: then
+    every route takes the loop in :meth:`BatchBuilder._route_set`, which
+    stays the reference.
+    """
+    if os.environ.get("PYBMPMON_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from pybmpmon import _rowpath
+    except ImportError:
+        return None
+    if getattr(_rowpath, "API_VERSION", None) != _ROWPATH_API:
+        return None  # a stale build for other arguments: stay correct, not fast
+    return _rowpath.route_lines
+
+
+_route_lines = _load_rowpath()
+ROWPATH = _route_lines is not None  # whether the builder uses the accelerator
 
 
 def copy_escape(text: str) -> str:
@@ -133,8 +162,10 @@ def attribute_text(attrs, next_hop) -> str:
         _number(origin_as(as_path)),
         _number(attrs.med),
         _number(attrs.local_pref),
-        "{" + ",".join(map(format_community, communities)) + "}" if communities else NULL,
-        "{" + ",".join(map(format_large_community, large)) + "}" if large else NULL,
+        # Communities as attributes.format_community and format_large_community
+        # write them, inline: a call per community costs more than the text.
+        "{" + ",".join([f"{a}:{v}" for a, v in communities]) + "}" if communities else NULL,
+        "{" + ",".join([f"{g}:{a}:{b}" for g, a, b in large]) + "}" if large else NULL,
         _safe_array([format_ext_community(c) for c in attrs.ext_communities]),
         "t" if attrs.atomic_aggregate else "f",
         NULL if aggregator is None else _field(f"{aggregator[0]}:{aggregator[1]}"),
@@ -158,13 +189,16 @@ def attribute_digest(attrs, next_hop) -> int:
     wire = attrs.wire
     if wire:
         # The next hop's text holds no NUL: the two parts cannot run together.
-        data = (next_hop.encode() + b"\0" + wire) if next_hop else b"\0" + wire
-        person = _WIRE_DOMAIN
+        # (A copy of a keyed template: half the time of a new blake2b.)
+        hasher = _WIRE_HASHER.copy()
+        if next_hop:
+            hasher.update(next_hop.encode())
+        hasher.update(b"\0")
+        hasher.update(wire)
     else:
-        data = attribute_text(attrs, next_hop).encode()
-        person = b""
-    return int.from_bytes(blake2b(data, digest_size=8, person=person).digest(), "big",
-                          signed=True)
+        hasher = _TEXT_HASHER.copy()
+        hasher.update(attribute_text(attrs, next_hop).encode())
+    return _signed64(hasher.digest())[0]
 
 
 class Segment:
@@ -257,6 +291,9 @@ class BatchBuilder:
         self.attr_digests: set = set()
         # The times of the last route UPDATE, as line text (see _route_monitoring).
         self._head_at = self._head_received = self._head = None
+        # (segment, scope head, family, peer ASN, (scope, its sref key, the
+        # sref's text, its generations)) of the last route set (see _route_set).
+        self._last_scope: Optional[tuple] = None
 
     @property
     def empty(self) -> bool:
@@ -385,9 +422,6 @@ class BatchBuilder:
         peer = event.peer
         update = event.update
         at = sane_time(peer.timestamp, received_at)
-        scope_head, peer_key = self._peer(router_ip, peer)
-        seg = self.segment
-        seg.peers[peer_key] = (peer.asn, peer.bgp_id, at)
         if at != self._head_at or received_at != self._head_received:
             # A table dump stamps runs of UPDATEs alike: format the times once.
             day = int(at // 86400)
@@ -397,6 +431,9 @@ class BatchBuilder:
             self._head_received = received_at
             self._head = f"\t{at:.6f}\t{received_at:.6f}\t"
         head = self._head
+        scope_head, peer_key = self._peer(router_ip, peer)
+        seg = self.segment
+        seg.peers[peer_key] = (peer.asn, peer.bgp_id, at)
         attrs = update.attributes
         for rs in update.withdrawn:
             if rs.nlri:
@@ -414,21 +451,45 @@ class BatchBuilder:
     def _route_set(self, rs, head: str, scope_head: tuple, asn: int, withdrawn: bool,
                    digest) -> None:
         family = rs.afi_safi or family_name(rs.afi, rs.safi)
-        scope = scope_head + (family,)
-        ref_key = scope + (asn,)
         seg = self.segment
+        last = self._last_scope
+        if (last is not None and last[0] is seg and last[1] is scope_head
+                and last[2] == family and last[3] == asn):
+            # A run of one peer's UPDATEs in one family: no tuples to build and hash.
+            scope, ref_key, sref, gens = last[4]
+        else:
+            scope = scope_head + (family,)
+            ref_key = scope + (asn,)
+            sref = f"{seg.ref(ref_key)}\t"
+            gens = seg.gens.get(scope)
+            if gens is None:
+                gens = seg.gens[scope] = {}
+            self._last_scope = (seg, scope_head, family, asn, (scope, ref_key, sref, gens))
         flag = "t" if withdrawn else "f"
         unicast = rs.safi in (1, 2) and rs.afi in (1, 2)
         # line = gen \t time \t received \t sref \t nlri \t prefix \t path_id \t rd \t flag
         #        \t attr_hash \t labels \t evpn...
-        pre = f"{head}{seg.ref(ref_key)}\t"
+        pre = head + sref
         simple_tail = f"\t0\t{NULL}\t{flag}\t{digest}\t{NULL}\t{_NO_EVPN}\n"
-        gens = seg.gens.get(scope)
-        if gens is None:
-            gens = seg.gens[scope] = {}
         max_gen = self.max_gen
         lines = seg.lines
-        for nlri in rs.nlri:
+        nlris = rs.nlri
+        count = len(nlris)
+        fast = _route_lines if unicast else None
+        i = 0
+        while i < count:
+            if fast is not None:
+                # The simple routes from i on, in C; it stops at the first
+                # route this loop must take (see pybmpmon/_rowpath.c).
+                stop, top = fast(lines, gens, nlris, i, pre, simple_tail, max_gen)
+                seg.routes += stop - i
+                if top > seg.max_gen:
+                    seg.max_gen = top
+                if stop == count:
+                    break
+                i = stop
+            nlri = nlris[i]
+            i += 1
             path_id = nlri.path_id or 0
             if unicast and not nlri.labels:
                 # The database's key is (nlri = the prefix, path_id).
@@ -462,7 +523,7 @@ class BatchBuilder:
             else:
                 lines.append(f"{gen}{pre}{tail}")
             seg.routes += 1
-        self.route_count += len(rs.nlri)
+        self.route_count += count
 
     @staticmethod
     def _route_tail(nlri, flag: str, digest, unicast: bool) -> str:

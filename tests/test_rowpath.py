@@ -1,0 +1,215 @@
+"""The optional C accelerator of the batch builder (pybmpmon/_rowpath.c).
+
+The Python loop in ``BatchBuilder._route_set`` is the reference: with the
+accelerator, every batch must hold exactly the parts the loop alone gives
+(segments with the same lines, generations, attribute lines, scopes, route
+counts; operations in the same places).  Checked on the corpus captures, a
+synthetic table with flaps that close segments early, and hand-made route
+sets that mix every shape the C loop leaves to Python.  Then route_lines()
+directly: where it stops, and that odd arguments make it take nothing.
+
+With PYBMPMON_REQUIRE_FASTPATH=1 (set in CI) a missing extension fails the
+suite instead of skipping these tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from leaks import assert_no_leaks
+
+from pybmpmon.bgp.model import Nlri
+from pybmpmon.session import RouterSession
+from pybmpmon.store import rows
+from pybmpmon.store.rows import BatchBuilder, Segment
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("PYBMPMON_CORPUS") or REPO.parent / "shared" / "corpus")
+REQUIRED = os.environ.get("PYBMPMON_REQUIRE_FASTPATH", "") not in ("", "0")
+sys.path.insert(0, str(REPO / "bench"))
+import synth  # noqa: E402
+
+try:
+    _rowpath = importlib.import_module("pybmpmon._rowpath")
+except ImportError:
+    _rowpath = None
+
+needs_rowpath = pytest.mark.skipif(_rowpath is None, reason="pybmpmon._rowpath is not built")
+
+
+def test_the_extension_is_built_and_used():
+    if _rowpath is None:
+        if REQUIRED:
+            pytest.fail("pybmpmon._rowpath is not built (PYBMPMON_REQUIRE_FASTPATH=1)")
+        pytest.skip("pybmpmon._rowpath is not built; the builder's Python loop is in use")
+    if os.environ.get("PYBMPMON_PURE_PYTHON", "") in ("", "0"):
+        assert rows.ROWPATH and rows._route_lines is _rowpath.route_lines
+
+
+@needs_rowpath
+def test_pure_python_switch():
+    code = "from pybmpmon.store import rows; print(rows.ROWPATH)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=60,
+                         env=dict(os.environ, PYBMPMON_PURE_PYTHON="1"))
+    assert out.stdout.strip() == "False"
+
+
+# -- whole batches, with and without C ---------------------------------------------
+
+def _snapshot(batches) -> list:
+    """Everything a batch gives the database, in comparable form."""
+    out = []
+    for batch in batches:
+        parts = []
+        for part in batch.parts:
+            if isinstance(part, Segment):
+                parts.append(("segment", part.lines, part.attrs, part.gens, part.max_gen,
+                              part.scopes, part.peers, part.routes))
+            else:
+                parts.append(("op", part.kind, part.router_ip, part.time, part.data))
+        out.append((parts, batch.route_count, batch.days, batch.attr_digests))
+    return out
+
+
+def _build(feed, monkeypatch, fast, max_gen=8, batch_routes=5000) -> list:
+    """The batches of ``feed`` (a list of (router, events, received_at))."""
+    monkeypatch.setattr(rows, "_route_lines", fast)
+    builder = BatchBuilder(max_gen=max_gen)
+    batches = []
+    for router_ip, events, received_at in feed:
+        builder.add_events(router_ip, events, received_at)
+        if builder.route_count >= batch_routes:
+            batches.append(builder.take("b%d" % len(batches)))
+            builder.confirm(batches[-1])
+    batches.append(builder.take("last"))
+    return batches
+
+
+def _assert_same(feed, monkeypatch, **kwargs) -> list:
+    with_c = _snapshot(_build(feed, monkeypatch, _rowpath.route_lines, **kwargs))
+    python = _snapshot(_build(feed, monkeypatch, None, **kwargs))
+    assert with_c == python
+    return python
+
+
+def _decoded(data: bytes, router_ip: str, chunk: int = 65536) -> list:
+    session = RouterSession()
+    return [(router_ip, session.feed(data[i:i + chunk]), 1700000000.0 + i / 1e6)
+            for i in range(0, len(data), chunk)]
+
+
+@needs_rowpath
+@pytest.mark.parametrize("capture", sorted(CORPUS.glob("*.bmp")), ids=lambda p: p.name)
+def test_corpus_captures_build_identically(capture, monkeypatch):
+    feed = _decoded(capture.read_bytes(), "192.0.2.254", chunk=4096)
+    python = _assert_same(feed, monkeypatch, batch_routes=200)
+    routes = sum(len(rs.nlri) for _router, events, _at in feed for event in events
+                 if hasattr(event, "update")
+                 for rs in event.update.announced + event.update.withdrawn)
+    assert sum(batch[1] for batch in python) == routes
+
+
+@needs_rowpath
+def test_a_table_with_flaps_builds_identically(monkeypatch):
+    """Two peers' tables, each read three times over (chunk by chunk): every key
+    occurs three times, so max_gen=2 closes segments in the middle of route sets."""
+    data = synth.generate(v4=6000, v6=1500, seed=7, peers=2)
+    feed = [item for item in _decoded(data, "192.0.2.254", chunk=8192) for _ in range(3)]
+    python = _assert_same(feed, monkeypatch, max_gen=2, batch_routes=10**9)
+    segments = [p for batch in python for p in batch[0] if p[0] == "segment"]
+    assert len(segments) > len(python)  # segments closed early
+    assert max(p[4] for p in segments) == 1
+    assert sum(batch[1] for batch in python) == 3 * 2 * 7500
+
+
+@needs_rowpath
+def test_mixed_route_sets_build_identically(monkeypatch, bmp_events):
+    """C stops at each route it leaves to Python (Add-Path id, labels, a path
+    id of 0, text that is not ASCII, a repeated key) and resumes after it."""
+    ev = bmp_events
+    peer = ev.peer()
+    p = "10.0.0.0/8"
+    mixed = (Nlri("10.1.0.0/16"), Nlri(p, 0), Nlri(p), Nlri(p, 7), Nlri("10.2.0.0/16"),
+             Nlri("10.3.0.0/16", labels=(16,)), Nlri(p), Nlri("10.4.0.0/16"),
+             Nlri("10.5.0.0/16", None, None, ()), Nlri("10.\u0666.0.0/16"), Nlri(p))
+    events = [ev.announce(peer, [], nlri=mixed), ev.withdraw(peer, ["10.1.0.0/16"]),
+              ev.announce(peer, [], nlri=mixed[::-1]),
+              ev.announce(peer, ["2001:db8::/32"], family="ipv6_unicast"),
+              ev.announce(peer, [], nlri=list(mixed)),  # a list, not a tuple
+              ev.peer_down(peer), ev.announce(peer, [], nlri=mixed)]
+    python = _assert_same([("r", events, 1700000000.0)], monkeypatch, max_gen=3)
+    (parts, route_count, _days, _digests), = python
+    assert route_count == 4 * len(mixed) + 2
+    # 10.0.0.0/8 without path id (or with 0) is 4 routes of each set: with
+    # max_gen=3 the fourth closes a segment, after the Peer Down too.
+    assert [p[0] if p[0] == "segment" else p[1] for p in parts] == [
+        "segment", "segment", "segment", "segment", "peer_down", "segment", "segment"]
+
+
+# -- route_lines itself -------------------------------------------------------------
+
+@needs_rowpath
+def test_route_lines_stops_where_python_must_take_over():
+    lines, gens = [], {"10.9.0.0/16": 1}
+    nlris = (Nlri("10.0.0.0/8"), Nlri("10.1.0.0/16", None), Nlri("10.0.0.0/8", 0),
+             Nlri("10.9.0.0/16"), Nlri("10.2.0.0/16", 3))
+    assert _rowpath.route_lines(lines, gens, nlris, 0, "\tT\t0\t", "\tTAIL\n", 8) == (4, 2)
+    assert lines == ["0\tT\t0\t10.0.0.0/8\t10.0.0.0/8\tTAIL\n",
+                     "0\tT\t0\t10.1.0.0/16\t10.1.0.0/16\tTAIL\n",
+                     "1\tT\t0\t10.0.0.0/8\t10.0.0.0/8\tTAIL\n",
+                     "2\tT\t0\t10.9.0.0/16\t10.9.0.0/16\tTAIL\n"]
+    assert gens == {"10.9.0.0/16": 2, "10.0.0.0/8": 1, "10.1.0.0/16": 0}
+    # From 4 on: a path id stops it at once; so does the generation limit.
+    assert _rowpath.route_lines(lines, gens, nlris, 4, "\t", "\n", 8) == (4, 0)
+    assert _rowpath.route_lines(lines, gens, nlris, 3, "\t", "\n", 3) == (3, 0)
+    assert len(lines) == 4 and gens["10.9.0.0/16"] == 2
+
+
+@needs_rowpath
+@pytest.mark.parametrize("args", [
+    ([], [], (Nlri("10.0.0.0/8"),), 0, "\t", "\n", 8),  # gens not a dict
+    ((), {}, (Nlri("10.0.0.0/8"),), 0, "\t", "\n", 8),  # lines not a list
+    ([], {}, iter([Nlri("10.0.0.0/8")]), 0, "\t", "\n", 8),  # not a tuple or list
+    ([], {}, (Nlri("10.0.0.0/8"),), 0, "\t\u00e9", "\n", 8),  # text not ASCII
+    ([], {}, (Nlri("10.0.0.0/8"),), 0, "\t", b"\n", 8),
+    ([], {}, ("10.0.0.0/8", ("10.0.0.0/8",)), 0, "\t", "\n", 8),  # not Nlri-shaped
+    ([], {"10.0.0.0/8": "x"}, (Nlri("10.0.0.0/8"),), 0, "\t", "\n", 8),  # odd generation
+])
+def test_route_lines_takes_nothing_it_does_not_understand(args):
+    lines, gens = args[0], args[1]
+    before = dict(gens) if isinstance(gens, dict) else gens
+    assert _rowpath.route_lines(*args) == (0, 0)
+    assert lines in ([], ()) and gens == before
+
+
+@needs_rowpath
+def test_route_lines_argument_errors():
+    with pytest.raises(TypeError):
+        _rowpath.route_lines([], {}, ())
+    with pytest.raises(TypeError):
+        _rowpath.route_lines([], {}, (), "0", "\t", "\n", 8)
+
+
+@needs_rowpath
+def test_no_leaks():
+    """Lines and generations dropped return every block; the prefixes, the
+    Nlri tuples and the strings passed in keep their reference counts."""
+    nlris = tuple(Nlri(f"10.{i}.0.0/16") for i in range(200)) + (Nlri("10.0.0.0/8", 5),)
+    pre, tail = "\t1.0\t2.0\t0\t", "\t0\t\\N\tf\t42\t\\N\n"
+    watched = [pre, tail, nlris, *nlris, *(n.prefix for n in nlris)]
+
+    def run():
+        for _ in range(20):
+            lines, gens = [], {}
+            for _ in range(3):  # generations 0..2, then the limit stops it
+                assert _rowpath.route_lines(lines, gens, nlris, 0, pre, tail, 3)[0] == 200
+            assert _rowpath.route_lines(lines, gens, nlris, 0, pre, tail, 3) == (0, 0)
+            assert _rowpath.route_lines(lines, gens, nlris, 200, pre, tail, 3) == (200, 0)
+
+    assert_no_leaks(run, watched)
