@@ -1,7 +1,8 @@
 /*
  * pybmpmon._fastpath: optional C accelerator for the common BGP UPDATE.
  *
- * Implements the same decoding as pybmpmon/bgp/message.py (decode_update),
+ * Implements the same decoding as pybmpmon/bmp/decode.py (decode_bmp, for a
+ * Route Monitoring message of a peer in its peer cache), pybmpmon/bgp/message.py (decode_update),
  * pybmpmon/bgp/attributes.py (build_attributes, 4-octet AS sessions) and
  * pybmpmon/bgp/nlri.py (decode_ipv4, _decode_ipv6, MP_REACH/MP_UNREACH of
  * IPv4/IPv6 unicast): RFC 4271 §4.3 (UPDATE, ORIGIN, AS_PATH, NEXT_HOP, MED,
@@ -36,6 +37,8 @@ static PyObject *Origins[3];   /* Origin.IGP, EGP, INCOMPLETE */
 static PyObject *SegTypes[5];  /* [1..4]: AsPathSegmentType members */
 static PyObject *Fam_V4, *Fam_V6;  /* "ipv4_unicast", "ipv6_unicast" */
 static int Configured;
+static PyTypeObject *PeerHeader_T, *RouteMonitoring_T;  /* set by configure_bmp() */
+static int Bmp_Configured;
 
 /* Created at import. */
 static PyObject *Key_V4, *Key_V6;  /* (1, 1), (2, 1): Add-Path lookups */
@@ -47,7 +50,7 @@ static int Own_Ipv6_Text;  /* format_v6 agrees with the C library's inet_ntop */
 
 /* Bumped whenever configure() or decode_update() change their arguments, so
    that pybmpmon.bgp.message ignores a stale build instead of calling it wrongly. */
-#define API_VERSION 1
+#define API_VERSION 2
 
 /* "Use the Python path": NULL without an exception set.  NULL with an
    exception set is a real error (memory) and propagates. */
@@ -67,7 +70,8 @@ u32(const unsigned char *p)
 
 /* Strategy: every container made here is an immutable tuple (or NamedTuple)
    holding only strings, numbers, None, bools, enum members, bytes and such
-   tuples made before it, so it cannot be part of a reference cycle and is
+   tuples made before it (a PeerHeader also holds the peer's address objects,
+   which hold nothing), so it cannot be part of a reference cycle and is
    untracked by the cyclic GC at once.  CPython does the same for plain tuples
    lazily, in each collection, but never for tuple subclasses; a full table
    otherwise keeps the GC scanning millions of objects. */
@@ -843,6 +847,100 @@ fast_decode_update(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* ---- a whole Route Monitoring message (bmp.decode.decode_bmp) -------------- */
+
+/* decode_bmp's hot path for a peer already in its peer cache (RFC 7854 §4.1,
+   §4.2, §4.6): the common header, the per-peer header (its fields from the
+   cache, the timestamp from the message), the BGP header, then decode().
+   A peer not in the cache, any other message or any doubt: None, and
+   decode_bmp runs (and fills the cache). */
+static PyObject *
+fast_route_monitoring(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const unsigned char marker[16] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    const unsigned char *d;
+    Py_ssize_t size, i;
+    PyObject *key, *cached, *fields, *ctx_obj, *update, *stamp, *peer;
+    PyObject *items[7];
+    Context ctx = {NULL, NULL, NULL, NULL};
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "route_monitoring(msg, peer_cache) takes 2 arguments");
+        return NULL;
+    }
+    if (!Configured || !Bmp_Configured || !PyBytes_CheckExact(args[0])
+        || !PyDict_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    size = PyBytes_GET_SIZE(args[0]);
+    /* Common header (6), per-peer header (42), BGP header (19) of an UPDATE
+       whose length is the rest of the message. */
+    if (size < 67 || d[0] != 3 || (Py_ssize_t)u32(d + 1) != size || d[5] != 0
+        || memcmp(d + 48, marker, 16) != 0 || (Py_ssize_t)u16(d + 64) != size - 48
+        || d[66] != 2)
+        Py_RETURN_NONE;
+    key = PyBytes_FromStringAndSize((const char *)d + 6, 34);
+    if (key == NULL)
+        return NULL;
+    cached = PyDict_GetItemWithError(args[1], key);
+    Py_DECREF(key);
+    if (cached == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_CheckExact(cached) || PyTuple_GET_SIZE(cached) != 2)
+        Py_RETURN_NONE;
+    fields = PyTuple_GET_ITEM(cached, 0);
+    ctx_obj = PyTuple_GET_ITEM(cached, 1);
+    if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != 6)
+        Py_RETURN_NONE;
+    Py_INCREF(fields);  /* the cache may change while decode() runs Python code */
+    Py_INCREF(ctx_obj);
+    ctx.cache = PyObject_GetAttrString(ctx_obj, "cache");
+    ctx.four_octet_as = PyObject_GetAttrString(ctx_obj, "four_octet_as");
+    ctx.add_path = PyObject_GetAttrString(ctx_obj, "add_path");
+    ctx.cache_limit = PyObject_GetAttrString(ctx_obj, "cache_limit");
+    update = NULL;
+    if (ctx.cache != NULL && ctx.four_octet_as != NULL && ctx.add_path != NULL
+        && ctx.cache_limit != NULL)
+        update = decode(d, size, 67, size, &ctx);
+    else
+        PyErr_Clear();  /* not a BgpContext: decode_bmp says what is wrong */
+    Py_XDECREF(ctx.cache);
+    Py_XDECREF(ctx.four_octet_as);
+    Py_XDECREF(ctx.add_path);
+    Py_XDECREF(ctx.cache_limit);
+    Py_DECREF(ctx_obj);
+    if (update == NULL) {
+        Py_DECREF(fields);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* decode_bmp: seconds + micros / 1e6, the same double arithmetic. */
+    stamp = PyFloat_FromDouble((double)u32(d + 40) + (double)u32(d + 44) / 1e6);
+    if (stamp == NULL) {
+        Py_DECREF(fields);
+        Py_DECREF(update);
+        return NULL;
+    }
+    for (i = 0; i < 6; i++)
+        items[i] = Py_NewRef(PyTuple_GET_ITEM(fields, i));
+    items[6] = stamp;
+    Py_DECREF(fields);
+    peer = make(PeerHeader_T, 7, items);
+    if (peer == NULL) {
+        Py_DECREF(update);
+        return NULL;
+    }
+    items[0] = peer;
+    items[1] = update;
+    return make(RouteMonitoring_T, 2, items);
+}
+
 /* ---- configuration -------------------------------------------------------- */
 
 /* A NamedTuple class with exactly the fields (names in order, space separated)
@@ -913,6 +1011,23 @@ configure(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+configure_bmp(PyObject *module, PyObject *args)
+{
+    PyObject *peer_header, *route_monitoring;
+
+    if (!PyArg_ParseTuple(args, "OO:configure_bmp", &peer_header, &route_monitoring))
+        return NULL;
+    if (check_type(peer_header, "peer_type flags distinguisher address asn bgp_id timestamp") < 0
+        || check_type(route_monitoring, "peer update") < 0)
+        return NULL;
+    Bmp_Configured = 0;
+    replace((PyObject **)&PeerHeader_T, peer_header);
+    replace((PyObject **)&RouteMonitoring_T, route_monitoring);
+    Bmp_Configured = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(Update, RouteSet, Nlri, Attributes, EMPTY_ATTRIBUTES, origins, segment_types,"
@@ -920,6 +1035,11 @@ static PyMethodDef methods[] = {
     {"decode_update", (PyCFunction)(void (*)(void))fast_decode_update, METH_FASTCALL,
      "decode_update(data, start, end, cache, four_octet_as, add_path, cache_limit) -> Update or"
      " None: the fields of a BgpContext; None means use the Python decoder."},
+    {"configure_bmp", configure_bmp, METH_VARARGS,
+     "configure_bmp(PeerHeader, RouteMonitoring): bind the BMP model types (once, at import)."},
+    {"route_monitoring", (PyCFunction)(void (*)(void))fast_route_monitoring, METH_FASTCALL,
+     "route_monitoring(msg, peer_cache) -> RouteMonitoring or None: decode_bmp for a Route"
+     " Monitoring message of a cached peer; None means use decode_bmp."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module_def = {

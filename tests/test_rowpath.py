@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from leaks import assert_no_leaks
+from accel import assert_no_leaks, synth
 
 from pybmpmon.bgp.model import Nlri
 from pybmpmon.session import RouterSession
@@ -31,8 +31,6 @@ from pybmpmon.store.rows import BatchBuilder, Segment
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("PYBMPMON_CORPUS") or REPO.parent / "shared" / "corpus")
 REQUIRED = os.environ.get("PYBMPMON_REQUIRE_FASTPATH", "") not in ("", "0")
-sys.path.insert(0, str(REPO / "bench"))
-import synth  # noqa: E402
 
 try:
     _rowpath = importlib.import_module("pybmpmon._rowpath")
@@ -119,7 +117,7 @@ def test_corpus_captures_build_identically(capture, monkeypatch):
 def test_a_table_with_flaps_builds_identically(monkeypatch):
     """Two peers' tables, each read three times over (chunk by chunk): every key
     occurs three times, so max_gen=2 closes segments in the middle of route sets."""
-    data = synth.generate(v4=6000, v6=1500, seed=7, peers=2)
+    data = synth().generate(v4=6000, v6=1500, seed=7, peers=2)
     feed = [item for item in _decoded(data, "192.0.2.254", chunk=8192) for _ in range(3)]
     python = _assert_same(feed, monkeypatch, max_gen=2, batch_routes=10**9)
     segments = [p for batch in python for p in batch[0] if p[0] == "segment"]

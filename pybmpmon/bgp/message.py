@@ -99,7 +99,7 @@ def decode_notification(data: bytes, start: int, end: int) -> Notification:
     return Notification(data[start], data[start + 1], bytes(data[start + 2 : end]))
 
 
-_FASTPATH_API = 1  # the API_VERSION of pybmpmon/_fastpath.c this module calls
+_FASTPATH_API = 2  # the API_VERSION of pybmpmon/_fastpath.c this module calls
 
 
 def bind_fastpath(module):

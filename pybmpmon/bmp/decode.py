@@ -20,6 +20,7 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import Callable, Optional
 
+from pybmpmon.bgp import message as _message
 from pybmpmon.bgp.message import MARKER, decode_bgp_message, decode_update
 from pybmpmon.bgp.model import BgpContext, Notification, Update
 from pybmpmon.bgp.nlri import format_rd
@@ -65,6 +66,26 @@ _U16 = struct.Struct(">H").unpack_from
 _STRING_INFO_TYPES = frozenset({0, 1, 2, 3})  # RFC 7854 §4.4, RFC 9069 §5
 _NOTIFICATION_REASONS = frozenset({1, 3})
 _new = tuple.__new__
+
+
+def _load_fastpath():
+    """The C accelerator's route_monitoring (see decode_bmp), or None.
+
+    It is part of ``pybmpmon._fastpath``, so it is used exactly when the
+    UPDATE decoder uses that module (``bgp.message.FASTPATH``).
+    """
+    if not _message.FASTPATH:
+        return None
+    from pybmpmon import _fastpath
+
+    try:
+        _fastpath.configure_bmp(PeerHeader, RouteMonitoring)
+    except (AttributeError, TypeError, ValueError):
+        return None  # a stale build against another model: stay correct, not fast
+    return _fastpath.route_monitoring
+
+
+_fast_route_monitoring = _load_fastpath()
 
 
 def decode_peer_header(data, offset: int) -> PeerHeader:
@@ -113,7 +134,16 @@ def decode_bmp(
     when given, maps the first 34 bytes of a per-peer header to its decoded
     fields and that context, so each peer is parsed and looked up once; the
     caller clears it whenever a peer's context changes (Peer Up, Peer Down).
+
+    Strategy: with the C accelerator, a well-formed Route Monitoring message
+    of a cached peer is decoded there whole; anything else (a peer seen for
+    the first time, another type, a doubt) comes back None and takes the
+    code below, the reference.
     """
+    if peer_cache is not None and _fast_route_monitoring is not None:
+        message = _fast_route_monitoring(msg, peer_cache)
+        if message is not None:
+            return message
     size = len(msg)
     if size < COMMON_HEADER_SIZE:
         raise ContentError("BMP message shorter than its common header", 0)

@@ -1,9 +1,22 @@
-"""A leak check for the C accelerators' tests (test_fastpath.py, test_rowpath.py)."""
+"""Helpers of the C accelerators' tests (test_fastpath*.py, test_rowpath.py)."""
 
 from __future__ import annotations
 
 import gc
+import importlib
 import sys
+from pathlib import Path
+
+BENCH = str(Path(__file__).resolve().parents[1] / "bench")
+
+
+def synth():
+    """bench/synth.py, the synthetic table's generator."""
+    sys.path.insert(0, BENCH)
+    try:
+        return importlib.import_module("synth")
+    finally:
+        sys.path.remove(BENCH)
 
 
 def assert_no_leaks(run, watched: list, rounds: int = 5, slack: int = 50) -> None:
