@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from accel import assert_no_leaks, synth
 
-from pybmpmon.bgp.model import Nlri
+from pybmpmon.bgp.model import Attributes, Nlri
 from pybmpmon.session import RouterSession
 from pybmpmon.store import rows
 from pybmpmon.store.rows import BatchBuilder, Segment
@@ -150,6 +150,99 @@ def test_mixed_route_sets_build_identically(monkeypatch, bmp_events):
         "segment", "segment", "segment", "segment", "peer_down", "segment", "segment"]
 
 
+# -- attribute sets -------------------------------------------------------------------
+
+def _both_texts(attrs, next_hop, monkeypatch) -> tuple:
+    """(C's text or None, the text attribute_text gives with C, without C)."""
+    with_c = rows.attribute_text(attrs, next_hop)
+    with monkeypatch.context() as patch:
+        patch.setattr(rows, "_attribute_text", None)
+        python = rows.attribute_text(attrs, next_hop)
+    return _rowpath.attribute_text(attrs, rows._ip_or_null(next_hop)), with_c, python
+
+
+def _decoded_sets(data: bytes) -> dict:
+    """{(id of the Attributes, next hop): (Attributes, next hop)} of a stream's announcements."""
+    found = {}
+    for _router, events, _at in _decoded(data, "192.0.2.254"):
+        for event in events:
+            if hasattr(event, "update"):
+                attrs = event.update.attributes
+                for rs in event.update.announced:
+                    next_hop = rs.next_hop or attrs.next_hop
+                    found[(id(attrs), next_hop)] = (attrs, next_hop)
+    return found
+
+
+@needs_rowpath
+def test_decoded_attribute_sets_format_identically(monkeypatch):
+    """Every set of the corpus captures (many with extended communities, which
+    C leaves to Python) and of a synthetic table (C writes every one)."""
+    streams = {p.name: p.read_bytes() for p in sorted(CORPUS.glob("*.bmp"))}
+    streams["synthetic"] = synth().generate(v4=4000, v6=1000, seed=3, peers=2)
+    written = {}
+    for name, data in streams.items():
+        handled = total = 0
+        for attrs, next_hop in _decoded_sets(data).values():
+            fast, with_c, python = _both_texts(attrs, next_hop, monkeypatch)
+            assert with_c == python
+            if fast is not None:
+                assert fast == python
+                handled += 1
+            total += 1
+        written[name] = (handled, total)
+    handled, total = written.pop("synthetic")
+    assert handled == total > 1000
+    assert sum(h for h, _t in written.values()) > 500  # the corpus, without ext communities
+
+
+@needs_rowpath
+@pytest.mark.parametrize("attrs, next_hop, c_writes", [
+    (Attributes(), None, True),
+    (Attributes(origin=2, as_path=((2, (65001,)), (1, ()), (1, (65010, 65011)))), "192.0.2.1",
+     True),  # an empty segment; the path ends in an AS_SET: no origin AS
+    (Attributes(as_path=((1, (1, 2)), (2, (3,)), (4, ()), (3, (4,)))), "x", True),
+    (Attributes(as_path=((2, ()),)), "192.0.2.1", False),  # no last ASN: Python's error
+    (Attributes(origin=7), "192.0.2.1", False),
+    (Attributes(origin=0, med=0, local_pref=4294967295, atomic_aggregate=True,
+                aggregator=(4200000010, "192.0.2.9"), communities=((0, 0), (65535, 65281)),
+                large_communities=((4294967295, 0, 1),)), "2001:DB8::1", True),
+    (Attributes(aggregator=(65001, "a\tb")), "192.0.2.1", False),  # needs escaping
+    (Attributes(aggregator=(65001, "\u0666")), "192.0.2.1", False),
+    (Attributes(aggregator=(-1, "192.0.2.1")), "192.0.2.1", False),
+    (Attributes(med=True), "192.0.2.1", False),  # not an exact int
+    (Attributes(communities=((1, 2, 3),)), "192.0.2.1", False),
+    (Attributes(originator_id="192.0.2.7"), "192.0.2.1", False),
+    (Attributes(cluster_list=("192.0.2.5",)), "192.0.2.1", False),
+    (Attributes(ext_communities=(bytes.fromhex("0002fde900000001"),)), "192.0.2.1", False),
+    (Attributes(as_path=((2, tuple(range(64496, 65000))),),
+                communities=tuple((65001, i) for i in range(400))), "192.0.2.1", True),
+])
+def test_attribute_sets_made_by_hand(attrs, next_hop, c_writes, monkeypatch):
+    try:
+        fast, with_c, python = _both_texts(attrs, next_hop, monkeypatch)
+    except (IndexError, ValueError):  # Python's own answer to these shapes
+        assert not c_writes
+        assert _rowpath.attribute_text(attrs, "192.0.2.1") is None
+        return
+    assert with_c == python
+    assert (fast is not None) == c_writes
+    if c_writes:
+        assert fast == python
+
+
+@needs_rowpath
+def test_attribute_text_declines_odd_arguments():
+    assert _rowpath.attribute_text(tuple(Attributes()), "192.0.2.1") is None
+    assert _rowpath.attribute_text(Attributes(), None) is None
+    assert _rowpath.attribute_text(Attributes(), "\u0666") is None
+    with pytest.raises(TypeError):
+        _rowpath.attribute_text(Attributes())
+    with pytest.raises(ValueError):
+        _rowpath.configure(Nlri)  # no such fields; the configured class stays
+    assert _rowpath.attribute_text(Attributes(), "192.0.2.1") is not None
+
+
 # -- route_lines itself -------------------------------------------------------------
 
 @needs_rowpath
@@ -196,13 +289,21 @@ def test_route_lines_argument_errors():
 
 @needs_rowpath
 def test_no_leaks():
-    """Lines and generations dropped return every block; the prefixes, the
-    Nlri tuples and the strings passed in keep their reference counts."""
+    """Lines, generations and attribute texts dropped return every block; the
+    prefixes, Nlri tuples, sets and strings passed in keep their reference counts."""
     nlris = tuple(Nlri(f"10.{i}.0.0/16") for i in range(200)) + (Nlri("10.0.0.0/8", 5),)
     pre, tail = "\t1.0\t2.0\t0\t", "\t0\t\\N\tf\t42\t\\N\n"
     watched = [pre, tail, nlris, *nlris, *(n.prefix for n in nlris)]
 
+    sets = [Attributes(), Attributes(origin=7), Attributes(originator_id="192.0.2.7"),
+            Attributes(as_path=((2, tuple(range(64496, 65000))),),
+                       communities=tuple((65001, i) for i in range(400)),
+                       aggregator=(65001, "192.0.2.9"))]
+    watched += sets
+
     def run():
+        for attrs in sets * 50:
+            _rowpath.attribute_text(attrs, "192.0.2.1")
         for _ in range(20):
             lines, gens = [], {}
             for _ in range(3):  # generations 0..2, then the limit stops it

@@ -46,7 +46,7 @@ from pybmpmon.bgp.attributes import (
     format_ext_community,
     origin_as,
 )
-from pybmpmon.bgp.model import family_name
+from pybmpmon.bgp.model import Attributes, family_name
 from pybmpmon.bmp.model import PeerHeader, RouteMonitoring
 from pybmpmon.store.operations import clean_text, ip_text, operation, sane_time
 
@@ -64,29 +64,33 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _ARRAY_SPECIAL = frozenset('{}",\\ \t\n\r\'')
 
 
-_ROWPATH_API = 1  # the API_VERSION of pybmpmon/_rowpath.c this module calls
+_ROWPATH_API = 2  # the API_VERSION of pybmpmon/_rowpath.c this module calls
 
 
 def _load_rowpath():
-    """The C accelerator's route_lines, or None.
+    """The C accelerator's (route_lines, attribute_text), or (None, None).
 
     ``pybmpmon._rowpath`` is optional like ``pybmpmon._fastpath`` (see
     setup.py), and PYBMPMON_PURE_PYTHON=1 turns it off the same way: then
-    every route takes the loop in :meth:`BatchBuilder._route_set`, which
-    stays the reference.
+    every route takes the loop in :meth:`BatchBuilder._route_set` and every
+    set :func:`attribute_text`'s own code, which stay the reference.
     """
     if os.environ.get("PYBMPMON_PURE_PYTHON", "") not in ("", "0"):
-        return None
+        return None, None
     try:
         from pybmpmon import _rowpath
     except ImportError:
-        return None
+        return None, None
     if getattr(_rowpath, "API_VERSION", None) != _ROWPATH_API:
-        return None  # a stale build for other arguments: stay correct, not fast
-    return _rowpath.route_lines
+        return None, None  # a stale build for other arguments: stay correct, not fast
+    try:
+        _rowpath.configure(Attributes)
+    except (TypeError, ValueError):
+        return None, None
+    return _rowpath.route_lines, _rowpath.attribute_text
 
 
-_route_lines = _load_rowpath()
+_route_lines, _attribute_text = _load_rowpath()
 ROWPATH = _route_lines is not None  # whether the builder uses the accelerator
 
 
@@ -138,8 +142,13 @@ def attribute_text(attrs, next_hop) -> str:
 
     Called once per set a batch is the first to send, so the fields the
     decoder gives as integers (ASNs, MED, LOCAL_PREF, communities) are
-    written without escaping: digits need none.
+    written without escaping: digits need none.  With the C accelerator,
+    the sets of the usual shape are written there.
     """
+    if _attribute_text is not None:
+        text = _attribute_text(attrs, _ip_or_null(next_hop))
+        if text is not None:
+            return text
     origin = attrs.origin
     if origin is not None:
         origin = ORIGINS[origin] if origin < 3 else str(origin)
