@@ -1,12 +1,15 @@
 """The optional C accelerator of the batch builder (pybmpmon/_rowpath.c).
 
-The Python loop in ``BatchBuilder._route_set`` is the reference: with the
-accelerator, every batch must hold exactly the parts the loop alone gives
-(segments with the same lines, generations, attribute lines, scopes, route
-counts; operations in the same places).  Checked on the corpus captures, a
-synthetic table with flaps that close segments early, and hand-made route
-sets that mix every shape the C loop leaves to Python.  Then route_lines()
-directly: where it stops, and that odd arguments make it take nothing.
+The Python code is the reference.  With the accelerator, every batch must
+hold exactly the parts the Python loop in ``BatchBuilder._route_set`` alone
+gives (segments with the same lines, generations, attribute lines, scopes,
+route counts; operations in the same places).  Checked on the corpus
+captures, a synthetic table with flaps that close segments early, and
+hand-made route sets that mix every shape the C loop leaves to Python.  Then
+route_lines() directly: where it stops, and that odd arguments make it take
+nothing.  attribute_text() must give rows.attribute_text's text or None, on
+every decoded set of the corpus and a synthetic table and on hand-made sets
+of each shape.  Last, no leaks.
 
 With PYBMPMON_REQUIRE_FASTPATH=1 (set in CI) a missing extension fails the
 suite instead of skipping these tests.
