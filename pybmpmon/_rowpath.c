@@ -77,7 +77,8 @@ route_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyList_CheckExact(lines) || !PyDict_CheckExact(gens)
         || !(PyTuple_CheckExact(nlris) || PyList_CheckExact(nlris))
         || !PyUnicode_CheckExact(pre) || !PyUnicode_IS_ASCII(pre)
-        || !PyUnicode_CheckExact(tail) || !PyUnicode_IS_ASCII(tail) || start < 0) {
+        || !PyUnicode_CheckExact(tail) || !PyUnicode_IS_ASCII(tail) || start < 0
+        || nlris == lines) {  /* appending would move the items being read */
         /* Nothing for this loop: the caller's own loop takes the routes. */
         return Py_BuildValue("(nn)", start, top);
     }

@@ -283,6 +283,13 @@ def test_route_lines_takes_nothing_it_does_not_understand(args):
 
 
 @needs_rowpath
+def test_route_lines_does_not_append_to_what_it_reads():
+    same = [Nlri("10.0.0.0/8")]
+    assert _rowpath.route_lines(same, {}, same, 0, "\t", "\n", 8) == (0, 0)
+    assert same == [Nlri("10.0.0.0/8")]
+
+
+@needs_rowpath
 def test_route_lines_argument_errors():
     with pytest.raises(TypeError):
         _rowpath.route_lines([], {}, ())
