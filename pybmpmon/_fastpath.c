@@ -38,6 +38,8 @@ static PyObject *SegTypes[5];  /* [1..4]: AsPathSegmentType members */
 static PyObject *Fam_V4, *Fam_V6;  /* "ipv4_unicast", "ipv6_unicast" */
 static int Configured;
 static PyTypeObject *PeerHeader_T, *RouteMonitoring_T;  /* set by configure_bmp() */
+/* Interned at import: the BgpContext fields route_monitoring() reads. */
+static PyObject *Name_Cache, *Name_Four_Octet_As, *Name_Add_Path, *Name_Cache_Limit;
 static int Bmp_Configured;
 
 /* Created at import. */
@@ -899,10 +901,10 @@ fast_route_monitoring(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     Py_INCREF(fields);  /* the cache may change while decode() runs Python code */
     Py_INCREF(ctx_obj);
-    ctx.cache = PyObject_GetAttrString(ctx_obj, "cache");
-    ctx.four_octet_as = PyObject_GetAttrString(ctx_obj, "four_octet_as");
-    ctx.add_path = PyObject_GetAttrString(ctx_obj, "add_path");
-    ctx.cache_limit = PyObject_GetAttrString(ctx_obj, "cache_limit");
+    ctx.cache = PyObject_GetAttr(ctx_obj, Name_Cache);
+    ctx.four_octet_as = PyObject_GetAttr(ctx_obj, Name_Four_Octet_As);
+    ctx.add_path = PyObject_GetAttr(ctx_obj, Name_Add_Path);
+    ctx.cache_limit = PyObject_GetAttr(ctx_obj, Name_Cache_Limit);
     update = NULL;
     if (ctx.cache != NULL && ctx.four_octet_as != NULL && ctx.add_path != NULL
         && ctx.cache_limit != NULL)
@@ -1068,7 +1070,12 @@ PyInit__fastpath(void)
     Key_V4 = Py_BuildValue("(ii)", 1, 1);
     Key_V6 = Py_BuildValue("(ii)", 2, 1);
     Empty_Tuple = PyTuple_New(0);
-    if (!Key_V4 || !Key_V6 || !Empty_Tuple)
+    Name_Cache = PyUnicode_InternFromString("cache");
+    Name_Four_Octet_As = PyUnicode_InternFromString("four_octet_as");
+    Name_Add_Path = PyUnicode_InternFromString("add_path");
+    Name_Cache_Limit = PyUnicode_InternFromString("cache_limit");
+    if (!Key_V4 || !Key_V6 || !Empty_Tuple || !Name_Cache || !Name_Four_Octet_As
+        || !Name_Add_Path || !Name_Cache_Limit)
         return NULL;
     module = PyModule_Create(&module_def);
     if (module != NULL && (PyModule_AddIntConstant(module, "OWN_IPV6_TEXT", Own_Ipv6_Text) < 0

@@ -17,6 +17,7 @@ suite instead of skipping these tests.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import subprocess
@@ -277,7 +278,7 @@ def test_route_lines_stops_where_python_must_take_over():
 ])
 def test_route_lines_takes_nothing_it_does_not_understand(args):
     lines, gens = args[0], args[1]
-    before = dict(gens) if isinstance(gens, dict) else gens
+    before = copy.copy(gens)
     assert _rowpath.route_lines(*args) == (0, 0)
     assert lines in ([], ()) and gens == before
 

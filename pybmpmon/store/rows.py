@@ -43,7 +43,9 @@ from hashlib import blake2b
 from typing import Iterable, NamedTuple, Optional
 
 from pybmpmon.bgp.attributes import (
+    format_community,
     format_ext_community,
+    format_large_community,
     origin_as,
 )
 from pybmpmon.bgp.model import Attributes, family_name
@@ -171,10 +173,8 @@ def attribute_text(attrs, next_hop) -> str:
         _number(origin_as(as_path)),
         _number(attrs.med),
         _number(attrs.local_pref),
-        # Communities as attributes.format_community and format_large_community
-        # write them, inline: a call per community costs more than the text.
-        "{" + ",".join([f"{a}:{v}" for a, v in communities]) + "}" if communities else NULL,
-        "{" + ",".join([f"{g}:{a}:{b}" for g, a, b in large]) + "}" if large else NULL,
+        "{" + ",".join(map(format_community, communities)) + "}" if communities else NULL,
+        "{" + ",".join(map(format_large_community, large)) + "}" if large else NULL,
         _safe_array([format_ext_community(c) for c in attrs.ext_communities]),
         "t" if attrs.atomic_aggregate else "f",
         NULL if aggregator is None else _field(f"{aggregator[0]}:{aggregator[1]}"),
