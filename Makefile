@@ -16,7 +16,8 @@ BENCH_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml setup.py pybmpmon/_fastpath.c pybmpmon/_rowpath.c
+$(STAMP): setup.cfg pyproject.toml setup.py pybmpmon/_fastpath.c pybmpmon/_rowpath.c \
+		pybmpmon/_rowevents.c pybmpmon/_digest.c pybmpmon/_rowpath.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@

@@ -12,5 +12,7 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("pybmpmon._fastpath", ["pybmpmon/_fastpath.c"], optional=True),
-    Extension("pybmpmon._rowpath", ["pybmpmon/_rowpath.c"], optional=True),
+    Extension("pybmpmon._rowpath",
+              ["pybmpmon/_rowpath.c", "pybmpmon/_rowevents.c", "pybmpmon/_digest.c"],
+              depends=["pybmpmon/_rowpath.h"], optional=True),
 ])

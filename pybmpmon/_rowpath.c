@@ -17,18 +17,17 @@
  * on input; an exception means memory ran out.
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_rowpath.h"
 #include <string.h>
 
 /* Bumped whenever route_lines changes its arguments or result, so that
    pybmpmon.store.rows ignores a stale build instead of calling it wrongly. */
-#define API_VERSION 2
+#define API_VERSION 3
 
 /* The prefix of a simple route (an Nlri tuple: prefix, path_id, rd, labels,
    evpn), or NULL when the Python loop must take it. */
-static PyObject *
-simple_prefix(PyObject *nlri)
+PyObject *
+rp_simple_prefix(PyObject *nlri)
 {
     PyObject *prefix, *path_id, *labels;
 
@@ -51,14 +50,81 @@ simple_prefix(PyObject *nlri)
     return prefix;
 }
 
+Py_ssize_t
+rp_emit_routes(PyObject *lines, PyObject *gens, PyObject *const *items, Py_ssize_t n,
+               Py_ssize_t start, PyObject *pre, PyObject *tail, Py_ssize_t max_gen,
+               Py_ssize_t *top)
+{
+    const char *pre_text = (const char *)PyUnicode_DATA(pre);
+    const char *tail_text = (const char *)PyUnicode_DATA(tail);
+    Py_ssize_t i, pre_len = PyUnicode_GET_LENGTH(pre), tail_len = PyUnicode_GET_LENGTH(tail);
+
+    for (i = start; i < n; i++) {
+        PyObject *prefix = rp_simple_prefix(items[i]);
+        PyObject *found, *gen_obj, *line;
+        Py_ssize_t gen, prefix_len;
+        char digits[24];
+        int digits_len;
+        char *p;
+
+        if (prefix == NULL)
+            break;
+        found = PyDict_GetItemWithError(gens, prefix);
+        if (found == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            gen = 0;
+        }
+        else {
+            if (!PyLong_CheckExact(found))
+                break;
+            gen = PyLong_AsSsize_t(found);
+            if (gen == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                break;
+            }
+            gen += 1;
+            if (gen >= max_gen)
+                break;  /* the caller closes the segment */
+        }
+        /* gen \t(pre) prefix \t prefix (tail) */
+        digits_len = rp_format_i64(digits, gen);
+        prefix_len = PyUnicode_GET_LENGTH(prefix);
+        line = PyUnicode_New(digits_len + pre_len + 2 * prefix_len + 1 + tail_len, 127);
+        if (line == NULL)
+            return -1;
+        p = (char *)PyUnicode_DATA(line);
+        memcpy(p, digits, digits_len);
+        p += digits_len;
+        memcpy(p, pre_text, pre_len);
+        p += pre_len;
+        memcpy(p, PyUnicode_DATA(prefix), prefix_len);
+        p += prefix_len;
+        *p++ = '\t';
+        memcpy(p, PyUnicode_DATA(prefix), prefix_len);
+        p += prefix_len;
+        memcpy(p, tail_text, tail_len);
+        gen_obj = PyLong_FromSsize_t(gen);
+        if (gen_obj == NULL || PyDict_SetItem(gens, prefix, gen_obj) < 0
+            || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(gen_obj);
+            Py_DECREF(line);
+            return -1;
+        }
+        Py_DECREF(gen_obj);
+        Py_DECREF(line);
+        if (gen > *top)
+            *top = gen;
+    }
+    return i;
+}
+
 /* route_lines(lines, gens, nlris, start, pre, tail, max_gen) -> (stop, top) */
 static PyObject *
 route_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *lines, *gens, *nlris, *pre, *tail;
-    PyObject **items;
-    Py_ssize_t i, n, start, max_gen, top = 0, pre_len, tail_len;
-    const char *pre_text, *tail_text;
+    Py_ssize_t stop, start, max_gen, top = 0;
 
     if (nargs != 7) {
         PyErr_SetString(PyExc_TypeError,
@@ -82,71 +148,11 @@ route_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         /* Nothing for this loop: the caller's own loop takes the routes. */
         return Py_BuildValue("(nn)", start, top);
     }
-    n = PySequence_Fast_GET_SIZE(nlris);
-    items = PySequence_Fast_ITEMS(nlris);
-    pre_text = (const char *)PyUnicode_DATA(pre);
-    pre_len = PyUnicode_GET_LENGTH(pre);
-    tail_text = (const char *)PyUnicode_DATA(tail);
-    tail_len = PyUnicode_GET_LENGTH(tail);
-
-    for (i = start; i < n; i++) {
-        PyObject *prefix = simple_prefix(items[i]);
-        PyObject *found, *gen_obj, *line;
-        Py_ssize_t gen, prefix_len;
-        char digits[24];
-        int digits_len;
-        char *p;
-
-        if (prefix == NULL)
-            break;
-        found = PyDict_GetItemWithError(gens, prefix);
-        if (found == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
-            gen = 0;
-        }
-        else {
-            if (!PyLong_CheckExact(found))
-                break;
-            gen = PyLong_AsSsize_t(found);
-            if (gen == -1 && PyErr_Occurred()) {
-                PyErr_Clear();
-                break;
-            }
-            gen += 1;
-            if (gen >= max_gen)
-                break;  /* the caller closes the segment */
-        }
-        /* gen \t(pre) prefix \t prefix (tail) */
-        digits_len = snprintf(digits, sizeof digits, "%zd", gen);
-        prefix_len = PyUnicode_GET_LENGTH(prefix);
-        line = PyUnicode_New(digits_len + pre_len + 2 * prefix_len + 1 + tail_len, 127);
-        if (line == NULL)
-            return NULL;
-        p = (char *)PyUnicode_DATA(line);
-        memcpy(p, digits, digits_len);
-        p += digits_len;
-        memcpy(p, pre_text, pre_len);
-        p += pre_len;
-        memcpy(p, PyUnicode_DATA(prefix), prefix_len);
-        p += prefix_len;
-        *p++ = '\t';
-        memcpy(p, PyUnicode_DATA(prefix), prefix_len);
-        p += prefix_len;
-        memcpy(p, tail_text, tail_len);
-        gen_obj = PyLong_FromSsize_t(gen);
-        if (gen_obj == NULL || PyDict_SetItem(gens, prefix, gen_obj) < 0
-            || PyList_Append(lines, line) < 0) {
-            Py_XDECREF(gen_obj);
-            Py_DECREF(line);
-            return NULL;
-        }
-        Py_DECREF(gen_obj);
-        Py_DECREF(line);
-        if (gen > top)
-            top = gen;
-    }
-    return Py_BuildValue("(nn)", i, top);
+    stop = rp_emit_routes(lines, gens, PySequence_Fast_ITEMS(nlris),
+                          PySequence_Fast_GET_SIZE(nlris), start, pre, tail, max_gen, &top);
+    if (stop < 0)
+        return NULL;
+    return Py_BuildValue("(nn)", stop, top);
 }
 
 /* ---- attribute_text ----------------------------------------------------- */
@@ -207,7 +213,10 @@ put_number(Buf *b, PyObject *value)
         PyErr_Clear();
         return 1;
     }
-    n = snprintf(digits, sizeof digits, "%llu", v);
+    if (v > (unsigned long long)INT64_MAX)
+        n = snprintf(digits, sizeof digits, "%llu", v);
+    else
+        n = rp_format_i64(digits, (int64_t)v);
     return put(b, digits, n);
 }
 
@@ -470,6 +479,17 @@ static PyMethodDef methods[] = {
     {"attribute_text", (PyCFunction)(void (*)(void))attribute_text, METH_FASTCALL,
      "attribute_text(attrs, next_hop) -> str or None: rows.attribute_text, next_hop being"
      " the next hop's text already checked (or \\N); None: use the Python code."},
+    {"route_events", (PyCFunction)(void (*)(void))rp_route_events, METH_FASTCALL,
+     "route_events(builder, router_ip, events, start, received_at) -> stop: add"
+     " events[start:stop], Route Monitoring events of the usual shape, to the BatchBuilder as"
+     " its add_events loop does.  events[stop] (if any) is for the caller."},
+    {"configure_events", (PyCFunction)(void (*)(void))rp_configure_events, METH_FASTCALL,
+     "configure_events(RouteMonitoring, PeerHeader, Update, RouteSet, Attributes, namespace,"
+     " attribute_digest, sane_past, sane_future): namespace is rows' globals (once, at"
+     " import)."},
+    {"wire_digest", (PyCFunction)(void (*)(void))rp_wire_digest_function, METH_FASTCALL,
+     "wire_digest(next_hop, wire) -> int or None: rows.attribute_digest of a set decoded"
+     " from the wire; None: use the Python code."},
     {"configure", configure, METH_O,
      "configure(Attributes): the class attribute_text accepts (once, at import)."},
     {NULL, NULL, 0, NULL}};
@@ -487,7 +507,8 @@ PyMODINIT_FUNC
 PyInit__rowpath(void)
 {
     PyObject *module = PyModule_Create(&module_def);
-    if (module != NULL && PyModule_AddIntConstant(module, "API_VERSION", API_VERSION) < 0)
+    if (module != NULL && (rp_events_init() < 0
+                           || PyModule_AddIntConstant(module, "API_VERSION", API_VERSION) < 0))
         Py_CLEAR(module);
     return module;
 }

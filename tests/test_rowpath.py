@@ -20,8 +20,10 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import random
 import subprocess
 import sys
+from hashlib import blake2b
 from pathlib import Path
 
 import pytest
@@ -79,9 +81,11 @@ def _snapshot(batches) -> list:
     return out
 
 
-def _build(feed, monkeypatch, fast, max_gen=8, batch_routes=5000) -> list:
-    """The batches of ``feed`` (a list of (router, events, received_at))."""
-    monkeypatch.setattr(rows, "_route_lines", fast)
+def _build(feed, monkeypatch, lines, events=None, max_gen=8, batch_routes=5000) -> list:
+    """The batches of ``feed`` (a list of (router, events, received_at)), the
+    builder calling ``lines`` as route_lines and ``events`` as route_events."""
+    monkeypatch.setattr(rows, "_route_lines", lines)
+    monkeypatch.setattr(rows, "_route_events", events)
     builder = BatchBuilder(max_gen=max_gen)
     batches = []
     for router_ip, events, received_at in feed:
@@ -94,9 +98,13 @@ def _build(feed, monkeypatch, fast, max_gen=8, batch_routes=5000) -> list:
 
 
 def _assert_same(feed, monkeypatch, **kwargs) -> list:
-    with_c = _snapshot(_build(feed, monkeypatch, _rowpath.route_lines, **kwargs))
+    """Python alone, C's route lines alone, and C for whole events build the same."""
     python = _snapshot(_build(feed, monkeypatch, None, **kwargs))
-    assert with_c == python
+    lines = _snapshot(_build(feed, monkeypatch, _rowpath.route_lines, **kwargs))
+    assert lines == python
+    events = _snapshot(_build(feed, monkeypatch, _rowpath.route_lines, _rowpath.route_events,
+                              **kwargs))
+    assert events == python
     return python
 
 
@@ -323,3 +331,150 @@ def test_no_leaks():
             assert _rowpath.route_lines(lines, gens, nlris, 200, pre, tail, 3) == (200, 0)
 
     assert_no_leaks(run, watched)
+
+
+# -- route_events and wire_digest themselves ----------------------------------------
+
+def _counting(monkeypatch) -> list:
+    """Make the builder count the events route_events takes: [taken, offered]."""
+    counts = [0, 0]
+
+    def counting(builder, router_ip, events, start, received_at):
+        stop = _rowpath.route_events(builder, router_ip, events, start, received_at)
+        counts[0] += stop - start
+        return stop
+
+    monkeypatch.setattr(rows, "_route_lines", _rowpath.route_lines)
+    monkeypatch.setattr(rows, "_route_events", counting)
+    return counts
+
+
+@needs_rowpath
+def test_route_events_takes_nearly_all_of_a_table(monkeypatch):
+    """So that the comparisons above are of C's work, not of Python's twice."""
+    counts = _counting(monkeypatch)
+    builder = BatchBuilder()
+    offered = 0
+    for router_ip, events, at in _decoded(synth().generate(v4=6000, v6=1500, seed=7, peers=2),
+                                          "192.0.2.254", chunk=8192):
+        builder.add_events(router_ip, events, at)
+        offered += sum(1 for e in events if type(e).__name__ == "RouteMonitoring")
+    assert offered > 2000
+    assert counts[0] >= 0.99 * offered
+
+
+@needs_rowpath
+def test_route_events_stops_at_what_python_must_take(monkeypatch, bmp_events):
+    ev = bmp_events
+    a, b = ev.peer(), ev.peer("192.0.2.2", asn=4200000010)
+    events = [
+        ev.announce(a, ["10.0.0.0/8"]),  # 0: a's first: the builder has no last peer yet
+        ev.announce(a, ["10.1.0.0/16"]),  # 1: C
+        ev.withdraw(a, ["10.0.0.0/8"]),  # 2: C
+        ev.announce(b, ["10.2.0.0/16"]),  # 3: another peer
+        ev.announce(b, ["10.3.0.0/16"], family="ipv4_labeled_unicast",
+                    nlri=(Nlri("10.3.0.0/16", labels=(16,)),)),  # 4: labels
+        ev.announce(b, [], nlri=(Nlri("10.4.0.0/16", 7),)),  # 5: a path id
+        ev.end_of_rib(b),  # 6
+        ev.announce(b, ["2001:db8::/32"], family="ipv6_unicast"),  # 7: C
+        ev.announce(b._replace(timestamp=1.0), ["10.5.0.0/16"]),  # 8: C, received time
+        ev.peer_down(b),  # 9
+        ev.announce(b, ["10.6.0.0/16"]),  # 10: C
+    ]
+    taken = []
+
+    def recording(builder, router_ip, events, start, received_at):
+        stop = _rowpath.route_events(builder, router_ip, events, start, received_at)
+        taken.extend(range(start, stop))
+        return stop
+
+    monkeypatch.setattr(rows, "_route_lines", _rowpath.route_lines)
+    monkeypatch.setattr(rows, "_route_events", recording)
+    BatchBuilder().add_events("192.0.2.254", events, 1700000000.0)
+    assert taken == [1, 2, 7, 8, 10]
+    _assert_same([("192.0.2.254", events, 1700000000.0)], monkeypatch)
+
+
+@needs_rowpath
+def test_route_events_declines_odd_arguments(bmp_events):
+    builder = BatchBuilder()
+    peer = bmp_events.peer()
+    events = [bmp_events.announce(peer, ["10.0.0.0/8"])] * 3
+    builder.add_events("192.0.2.254", events[:1], 1700000000.0)  # the peer is now known
+    taken = builder.route_count
+    assert _rowpath.route_events(builder, "192.0.2.254", events, 0, 1700000000) == 0  # an int
+    assert _rowpath.route_events(builder, b"192.0.2.254", events, 0, 1.0) == 0
+    assert _rowpath.route_events(builder, "192.0.2.254", iter(events), 0, 1.0) == 0
+    assert _rowpath.route_events(builder, "192.0.2.254", events, 5, 1.0) == 5
+    assert builder.route_count == taken  # nothing was added
+    with pytest.raises(ValueError):
+        _rowpath.route_events(builder, "192.0.2.254", events, -1, 1.0)
+    with pytest.raises(TypeError):
+        _rowpath.route_events(builder, "192.0.2.254", events, 0)
+    with pytest.raises(ValueError):
+        _rowpath.configure_events(Nlri, Nlri, Nlri, Nlri, Nlri, {}, len, 1.0, 2.0)
+    assert _rowpath.route_events(builder, "192.0.2.254", events, 0, 1700000000.0) == 3
+    assert builder.route_count == taken + 3
+    # A builder whose state rows.py would never make: an error, not a crash.
+    builder.days = []
+    with pytest.raises(TypeError):
+        _rowpath.route_events(builder, "192.0.2.254", events, 0, 1800000000.0)
+
+
+def _python_digest(next_hop, wire: bytes) -> int:
+    hasher = blake2b(digest_size=8, person=b"pybmpmon-wire")
+    if next_hop:
+        hasher.update(next_hop.encode())
+    hasher.update(b"\0")
+    hasher.update(wire)
+    return int.from_bytes(hasher.digest(), "big", signed=True)
+
+
+@needs_rowpath
+def test_wire_digest_is_blake2b():
+    """Lengths around BLAKE2b's 128-octet blocks, each next hop shape."""
+    rng = random.Random(5)
+    for size in [*range(1, 260), 383, 384, 385, 4096]:
+        wire = rng.randbytes(size)
+        for next_hop in (None, "", "192.0.2.1", "2001:db8::1", "caf\u00e9"):
+            assert _rowpath.wire_digest(next_hop, wire) == _python_digest(next_hop, wire)
+    attrs = Attributes(wire=b"\x01\x40\x01\x01\x00")
+    assert rows.attribute_digest(attrs, "192.0.2.1") == _python_digest("192.0.2.1", attrs.wire)
+    for args in ((None, b""), ("x", bytearray(b"ab")), (5, b"ab"), ("\ud800", b"ab")):
+        assert _rowpath.wire_digest(*args) is None  # Python's code decides
+
+
+@needs_rowpath
+def test_route_events_and_wire_digest_do_not_leak():
+    data = synth().generate(v4=3000, v6=500, seed=11, peers=2)
+    feed = _decoded(data, "192.0.2.254", chunk=8192)
+    wire = bytes(range(200))
+    watched = [wire, *(events for _r, events, _a in feed)]
+
+    def run():
+        builder = BatchBuilder(max_gen=2)
+        for _ in range(3):  # repeats: generations, closed segments
+            for router_ip, events, at in feed:
+                builder.add_events(router_ip, events, at)
+            builder.confirm(builder.take())
+        for _ in range(100):
+            _rowpath.wire_digest("192.0.2.1", wire)
+
+    assert_no_leaks(run, watched)
+
+
+@needs_rowpath
+def test_route_events_calls_rows_functions_as_they_are(monkeypatch):
+    """As Python code would, route_events looks attribute_digest and
+    attribute_text up in rows at each call, so replacing them takes effect."""
+    feed = _decoded(synth().generate(v4=200, v6=0, seed=2, peers=1), "192.0.2.254")
+    counts = _counting(monkeypatch)
+    monkeypatch.setattr(rows, "attribute_digest", lambda attrs, hop: 7)
+    monkeypatch.setattr(rows, "attribute_text", lambda attrs, hop: "text")
+    builder = BatchBuilder()
+    for router_ip, events, at in feed:
+        builder.add_events(router_ip, events, at)
+    (seg,) = [part for part in builder.take().parts if isinstance(part, Segment)]
+    assert counts[0] > 10
+    assert {line.split("\t")[9] for line in seg.lines} == {"7"}
+    assert seg.attrs == ["7\ttext\n"]

@@ -66,33 +66,37 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _ARRAY_SPECIAL = frozenset('{}",\\ \t\n\r\'')
 
 
-_ROWPATH_API = 2  # the API_VERSION of pybmpmon/_rowpath.c this module calls
+_ROWPATH_API = 3  # the API_VERSION of pybmpmon/_rowpath.c this module calls
 
 
 def _load_rowpath():
-    """The C accelerator's (route_lines, attribute_text), or (None, None).
+    """The C accelerator's (route_lines, attribute_text, route_events, wire_digest),
+    or Nones.
 
     ``pybmpmon._rowpath`` is optional like ``pybmpmon._fastpath`` (see
     setup.py), and PYBMPMON_PURE_PYTHON=1 turns it off the same way: then
-    every route takes the loop in :meth:`BatchBuilder._route_set` and every
-    set :func:`attribute_text`'s own code, which stay the reference.
+    every event takes :meth:`BatchBuilder._route_monitoring`, every route the
+    loop in :meth:`BatchBuilder._route_set` and every set
+    :func:`attribute_text`'s own code and every digest
+    :func:`attribute_digest`'s, which stay the reference.
     """
     if os.environ.get("PYBMPMON_PURE_PYTHON", "") not in ("", "0"):
-        return None, None
+        return None, None, None, None
     try:
         from pybmpmon import _rowpath
     except ImportError:
-        return None, None
+        return None, None, None, None
     if getattr(_rowpath, "API_VERSION", None) != _ROWPATH_API:
-        return None, None  # a stale build for other arguments: stay correct, not fast
+        return None, None, None, None  # a stale build for other arguments: stay correct, not fast
     try:
         _rowpath.configure(Attributes)
     except (TypeError, ValueError):
-        return None, None
-    return _rowpath.route_lines, _rowpath.attribute_text
+        return None, None, None, None
+    return (_rowpath.route_lines, _rowpath.attribute_text, _rowpath.route_events,
+            _rowpath.wire_digest)
 
 
-_route_lines, _attribute_text = _load_rowpath()
+_route_lines, _attribute_text, _route_events, _wire_digest = _load_rowpath()
 ROWPATH = _route_lines is not None  # whether the builder uses the accelerator
 
 
@@ -197,6 +201,10 @@ def attribute_digest(attrs, next_hop) -> int:
     """
     wire = attrs.wire
     if wire:
+        if _wire_digest is not None:
+            found = _wire_digest(next_hop, wire)  # the same, in C
+            if found is not None:
+                return found
         # The next hop's text holds no NUL: the two parts cannot run together.
         # (A copy of a keyed template: half the time of a new blake2b.)
         hasher = _WIRE_HASHER.copy()
@@ -314,10 +322,23 @@ class BatchBuilder:
         """Add the decoded events of one router; return how many routes they held."""
         if received_at is None:
             received_at = time.time()
+        if not isinstance(events, (list, tuple)):
+            events = list(events)
         self.items.append(("events", router_ip, events, received_at))
         before = self.route_count
         self._note_router(router_ip, received_at)
-        for event in events:
+        fast = _route_events
+        count = len(events)
+        i = 0
+        while i < count:
+            if fast is not None:
+                # The Route Monitoring events from i on, in C; it stops at
+                # the first event this loop must take (see _rowevents.c).
+                i = fast(self, router_ip, events, i, received_at)
+                if i >= count:
+                    break
+            event = events[i]
+            i += 1
             if type(event) is RouteMonitoring:
                 self._route_monitoring(router_ip, event, received_at)
                 continue
@@ -552,3 +573,21 @@ class BatchBuilder:
                 _field(evpn.mac), _ip_or_null(evpn.ip), _ip_or_null(evpn.gateway)))
         return (f"{key}\t{prefix}\t{nlri.path_id or 0}\t{rd}\t{flag}\t{digest}\t{labels}\t"
                 f"{evpn_text}\n")
+
+
+def _configure_route_events():
+    """Tell the accelerator's route_events the classes and functions it works with."""
+    global _route_events
+    if _route_events is None:
+        return
+    from pybmpmon import _rowpath
+    from pybmpmon.bgp.model import RouteSet, Update
+    from pybmpmon.store.operations import SANE_FUTURE, SANE_PAST
+    try:
+        _rowpath.configure_events(RouteMonitoring, PeerHeader, Update, RouteSet, Attributes,
+                                  globals(), attribute_digest, SANE_PAST, SANE_FUTURE)
+    except (TypeError, ValueError):
+        _route_events = None
+
+
+_configure_route_events()
