@@ -57,6 +57,24 @@ static PyObject *Names[N_COUNT];
 #define SET(obj, name, value) PyObject_SetAttr((obj), Names[name], (value))
 #define FIELD(tuple, i) PyTuple_GET_ITEM((tuple), (i))
 
+/* The builder's attributes live in its instance dictionary (BatchBuilder
+   has no slots, and no descriptors of these names): read and set there,
+   skipping the generic attribute lookup. */
+static PyObject *
+bget(PyObject *state, int name)
+{
+    PyObject *value = PyDict_GetItemWithError(state, Names[name]);
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_AttributeError, Names[name]);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+#define BGET(name) bget(state, (name))
+#define BSET(name, value) PyDict_SetItem(state, Names[name], (value))
+
 int
 rp_events_init(void)
 {
@@ -148,15 +166,15 @@ floor_divide(double vx, double wx)
 /* _route_monitoring's head: "\t{at:.6f}\t{received_at:.6f}\t" and the day,
    unless the last UPDATE had the same times.  Returns the head (new ref). */
 static PyObject *
-head_of(PyObject *builder, PyObject *at, PyObject *received)
+head_of(PyObject *state, PyObject *at, PyObject *received)
 {
     PyObject *head_at, *head_received, *head, *days, *day;
     int same;
     char *at_text, *received_text;
 
-    if ((head_at = GET(builder, N_head_at)) == NULL)
+    if ((head_at = BGET(N_head_at)) == NULL)
         return NULL;
-    if ((head_received = GET(builder, N_head_received)) == NULL) {
+    if ((head_received = BGET(N_head_received)) == NULL) {
         Py_DECREF(head_at);
         return NULL;
     }
@@ -171,7 +189,7 @@ head_of(PyObject *builder, PyObject *at, PyObject *received)
         day = PyLong_FromDouble(floor_divide(PyFloat_AS_DOUBLE(at), 86400.0));
         if (day == NULL)
             return NULL;
-        days = GET(builder, N_days);
+        days = BGET(N_days);
         if (days == NULL || !PySet_Check(days) || PySet_Add(days, day) < 0) {
             if (days != NULL && !PySet_Check(days))
                 PyErr_SetString(PyExc_TypeError, "route_events: builder.days is not a set");
@@ -189,14 +207,14 @@ head_of(PyObject *builder, PyObject *at, PyObject *received)
         PyMem_Free(received_text);
         if (head == NULL)
             return PyErr_Occurred() ? NULL : PyErr_NoMemory();
-        if (SET(builder, N_head_at, at) < 0 || SET(builder, N_head_received, received) < 0
-            || SET(builder, N_head, head) < 0) {
+        if (BSET(N_head_at, at) < 0 || BSET(N_head_received, received) < 0
+            || BSET(N_head, head) < 0) {
             Py_DECREF(head);
             return NULL;
         }
         return head;
     }
-    head = GET(builder, N_head);
+    head = BGET(N_head);
     if (head != NULL && !(PyUnicode_CheckExact(head) && PyUnicode_IS_ASCII(head))) {
         PyErr_SetString(PyExc_TypeError, "route_events: builder._head is not ASCII text");
         Py_CLEAR(head);
@@ -232,16 +250,16 @@ call_digest(PyObject *attrs, PyObject *next_hop)
 /* BatchBuilder._attrs: the set's digest (new ref), its line added to the
    segment when no batch sent it yet. */
 static PyObject *
-digest_of(PyObject *builder, PyObject *attrs, PyObject *next_hop)
+digest_of(PyObject *state, PyObject *attrs, PyObject *next_hop)
 {
     PyObject *digest = NULL, *stored = NULL, *sent = NULL, *text = NULL, *line = NULL;
     PyObject *segment = NULL, *lines = NULL, *last;
     int hit = 0, known;
 
-    if ((last = GET(builder, N_last_attrs)) == NULL)
+    if ((last = BGET(N_last_attrs)) == NULL)
         return NULL;
     if (last == attrs) {
-        PyObject *last_hop = GET(builder, N_last_next_hop);
+        PyObject *last_hop = BGET(N_last_next_hop);
         hit = last_hop == NULL ? -1 : PyObject_RichCompareBool(next_hop, last_hop, Py_EQ);
         Py_XDECREF(last_hop);
     }
@@ -249,18 +267,18 @@ digest_of(PyObject *builder, PyObject *attrs, PyObject *next_hop)
     if (hit < 0)
         return NULL;
     if (hit)
-        digest = GET(builder, N_last_digest);
+        digest = BGET(N_last_digest);
     else {
         digest = call_digest(attrs, next_hop);
         if (digest != NULL
-            && (SET(builder, N_last_attrs, attrs) < 0
-                || SET(builder, N_last_next_hop, next_hop) < 0
-                || SET(builder, N_last_digest, digest) < 0))
+            && (BSET(N_last_attrs, attrs) < 0
+                || BSET(N_last_next_hop, next_hop) < 0
+                || BSET(N_last_digest, digest) < 0))
             Py_CLEAR(digest);
     }
     if (digest == NULL)
         return NULL;
-    if ((stored = GET(builder, N_stored)) == NULL || (sent = GET(builder, N_attr_digests)) == NULL)
+    if ((stored = BGET(N_stored)) == NULL || (sent = BGET(N_attr_digests)) == NULL)
         goto error;
     if (!PyAnySet_Check(stored) || !PySet_Check(sent)) {
         PyErr_SetString(PyExc_TypeError, "route_events: the builder's digests are not sets");
@@ -281,7 +299,7 @@ digest_of(PyObject *builder, PyObject *attrs, PyObject *next_hop)
         }
         /* f"{digest}\t{attribute_text(attrs, next_hop)}\n" */
         if ((line = PyUnicode_FromFormat("%S\t%U\n", digest, text)) == NULL
-            || (segment = GET(builder, N_segment)) == NULL
+            || (segment = BGET(N_segment)) == NULL
             || (lines = GET(segment, N_attrs)) == NULL
             || PyList_Append(lines, line) < 0 || PySet_Add(sent, digest) < 0)
             goto error;
@@ -304,11 +322,12 @@ error:
     return NULL;
 }
 
-/* obj.<name> += value, or (raise_to) obj.<name> = value when higher. */
+/* obj.<name> += value, or (raise_to) obj.<name> = value when higher; obj
+   is a Segment, or the builder's state (a dict) when state is not NULL. */
 static int
-bump(PyObject *obj, int name, Py_ssize_t value, int raise_to)
+bump(PyObject *obj, PyObject *state, int name, Py_ssize_t value, int raise_to)
 {
-    PyObject *old = GET(obj, name), *new;
+    PyObject *old = state != NULL ? BGET(name) : GET(obj, name), *new;
     Py_ssize_t v;
     int r;
     if (old == NULL)
@@ -321,7 +340,7 @@ bump(PyObject *obj, int name, Py_ssize_t value, int raise_to)
         return 0;
     if ((new = PyLong_FromSsize_t(raise_to ? value : v + value)) == NULL)
         return -1;
-    r = SET(obj, name, new);
+    r = state != NULL ? BSET(name, new) : SET(obj, name, new);
     Py_DECREF(new);
     return r;
 }
@@ -342,14 +361,14 @@ sref_text(PyObject *segment, PyObject *ref_key)
    the builder's last scope when the run goes on, else made and kept there.
    New ref. */
 static PyObject *
-scope_of(PyObject *builder, PyObject *segment, PyObject *scope_head, PyObject *family,
+scope_of(PyObject *state, PyObject *segment, PyObject *scope_head, PyObject *family,
          PyObject *asn)
 {
     PyObject *last, *scope = NULL, *ref_key = NULL, *sref = NULL, *all_gens = NULL;
     PyObject *gens = NULL, *info = NULL, *new_last;
     int r = 1;
 
-    if ((last = GET(builder, N_last_scope)) == NULL)
+    if ((last = BGET(N_last_scope)) == NULL)
         return NULL;
     if (PyTuple_CheckExact(last) && PyTuple_GET_SIZE(last) == 5 && FIELD(last, 0) == segment
         && FIELD(last, 1) == scope_head
@@ -397,7 +416,7 @@ scope_of(PyObject *builder, PyObject *segment, PyObject *scope_head, PyObject *f
     if ((info = PyTuple_Pack(4, scope, ref_key, sref, gens)) == NULL)
         goto done;
     new_last = PyTuple_Pack(5, segment, scope_head, family, asn, info);
-    if (new_last == NULL || SET(builder, N_last_scope, new_last) < 0)
+    if (new_last == NULL || BSET(N_last_scope, new_last) < 0)
         Py_CLEAR(info);
     Py_XDECREF(new_last);
 done:
@@ -412,7 +431,7 @@ done:
 /* The Python loop's branch for a key reaching max_gen: a new segment, its
    sref and generations.  *segment, *pre, *gens, *lines are replaced. */
 static int
-new_segment(PyObject *builder, PyObject *head, PyObject *scope, PyObject *ref_key,
+new_segment(PyObject *builder, PyObject *state, PyObject *head, PyObject *scope, PyObject *ref_key,
             PyObject **segment, PyObject **pre, PyObject **gens, PyObject **lines)
 {
     PyObject *result, *sref, *all_gens;
@@ -420,7 +439,7 @@ new_segment(PyObject *builder, PyObject *head, PyObject *scope, PyObject *ref_ke
     if ((result = PyObject_CallMethodNoArgs(builder, Names[N_close_segment])) == NULL)
         return -1;
     Py_DECREF(result);
-    Py_SETREF(*segment, GET(builder, N_segment));
+    Py_SETREF(*segment, BGET(N_segment));
     if (*segment == NULL || (sref = sref_text(*segment, ref_key)) == NULL)
         return -1;
     Py_SETREF(*pre, PyUnicode_Concat(head, sref));
@@ -466,7 +485,7 @@ simple_tail(char flag, const char *digest, Py_ssize_t digest_len)
 /* BatchBuilder._route_set for a set sets_handled() accepted; digest: the
    attr_hash text ("\\N" for a withdrawal), ASCII. */
 static int
-route_set(PyObject *builder, PyObject *rs, PyObject *head, PyObject *scope_head,
+route_set(PyObject *builder, PyObject *state, PyObject *rs, PyObject *head, PyObject *scope_head,
           PyObject *asn, char flag, const char *digest, Py_ssize_t digest_len)
 {
     PyObject *nlris = FIELD(rs, S_nlri), *family = FIELD(rs, S_family);
@@ -475,16 +494,16 @@ route_set(PyObject *builder, PyObject *rs, PyObject *head, PyObject *scope_head,
     Py_ssize_t n = PyTuple_GET_SIZE(nlris), i = 0, max_gen;
     int r = -1;
 
-    if ((segment = GET(builder, N_segment)) == NULL)
+    if ((segment = BGET(N_segment)) == NULL)
         return -1;
-    if ((info = scope_of(builder, segment, scope_head, family, asn)) == NULL) {
+    if ((info = scope_of(state, segment, scope_head, family, asn)) == NULL) {
         Py_DECREF(segment);
         return -1;
     }
     scope = FIELD(info, 0);
     ref_key = FIELD(info, 1);
     gens = Py_NewRef(FIELD(info, 3));
-    if ((count = GET(builder, N_max_gen)) == NULL)
+    if ((count = BGET(N_max_gen)) == NULL)
         goto done;
     max_gen = PyLong_AsSsize_t(count);
     Py_DECREF(count);
@@ -504,8 +523,8 @@ route_set(PyObject *builder, PyObject *rs, PyObject *head, PyObject *scope_head,
         Py_ssize_t top = 0;
         Py_ssize_t stop = rp_emit_routes(lines, gens, &PyTuple_GET_ITEM(nlris, 0), n, i, pre,
                                          tail, max_gen, &top);
-        if (stop < 0 || bump(segment, N_routes, stop - i, 0) < 0
-            || (top > 0 && bump(segment, N_max_gen, top, 1) < 0))
+        if (stop < 0 || bump(segment, NULL, N_routes, stop - i, 0) < 0
+            || (top > 0 && bump(segment, NULL, N_max_gen, top, 1) < 0))
             goto done;
         if (stop == n)
             break;
@@ -514,11 +533,11 @@ route_set(PyObject *builder, PyObject *rs, PyObject *head, PyObject *scope_head,
             PyErr_SetString(PyExc_SystemError, "route_events: a simple route was refused");
             goto done;
         }
-        if (new_segment(builder, head, scope, ref_key, &segment, &pre, &gens, &lines) < 0)
+        if (new_segment(builder, state, head, scope, ref_key, &segment, &pre, &gens, &lines) < 0)
             goto done;
         i = stop;
     }
-    r = bump(builder, N_route_count, n, 0);
+    r = bump(NULL, state, N_route_count, n, 0);
 done:
     Py_XDECREF(segment);
     Py_DECREF(info);
@@ -534,7 +553,7 @@ done:
 /* BatchBuilder._route_monitoring: 1 done, 0 not this shape (nothing
    changed), -1 error. */
 static int
-route_monitoring(PyObject *builder, PyObject *router_ip, PyObject *event, PyObject *received)
+route_monitoring(PyObject *builder, PyObject *state, PyObject *router_ip, PyObject *event, PyObject *received)
 {
     PyObject *peer, *update, *attrs, *announced, *withdrawn, *stamp, *at, *last, *found;
     PyObject *scope_head, *peer_key, *asn, *head = NULL, *segment = NULL, *peers = NULL;
@@ -564,7 +583,7 @@ route_monitoring(PyObject *builder, PyObject *router_ip, PyObject *event, PyObje
     }
     if (!isfinite(PyFloat_AS_DOUBLE(at)))
         return 0;
-    if ((last = GET(builder, N_last_peer)) == NULL)
+    if ((last = BGET(N_last_peer)) == NULL)
         return -1;
     r = is_last_peer(last, peer, router_ip);
     found = r == 1 ? FIELD(last, 5) : NULL;
@@ -580,15 +599,24 @@ route_monitoring(PyObject *builder, PyObject *router_ip, PyObject *event, PyObje
     peer_key = FIELD(found, 1);
     asn = FIELD(peer, P_asn);
     r = -1;
-    if ((head = head_of(builder, at, received)) == NULL
-        || (segment = GET(builder, N_segment)) == NULL || (peers = GET(segment, N_peers)) == NULL
-        || (value = PyTuple_Pack(3, asn, FIELD(peer, P_bgp_id), at)) == NULL
-        || PyObject_SetItem(peers, peer_key, value) < 0)
+    if ((head = head_of(state, at, received)) == NULL
+        || (segment = BGET(N_segment)) == NULL || (peers = GET(segment, N_peers)) == NULL)
+        goto done;
+    /* seg.peers[peer_key] = (asn, bgp_id, at), unless it holds these already */
+    if (PyDict_CheckExact(peers)
+        && (value = PyDict_GetItemWithError(peers, peer_key)) != NULL && PyTuple_CheckExact(value)
+        && PyTuple_GET_SIZE(value) == 3 && FIELD(value, 0) == asn
+        && FIELD(value, 1) == FIELD(peer, P_bgp_id) && PyFloat_CheckExact(FIELD(value, 2))
+        && PyFloat_AS_DOUBLE(FIELD(value, 2)) == PyFloat_AS_DOUBLE(at))
+        value = NULL;  /* an equal tuple: storing it again changes nothing */
+    else if (PyErr_Occurred()
+             || (value = PyTuple_Pack(3, asn, FIELD(peer, P_bgp_id), at)) == NULL
+             || PyObject_SetItem(peers, peer_key, value) < 0)
         goto done;
     for (i = 0; i < PyTuple_GET_SIZE(withdrawn); i++) {
         PyObject *rs = PyTuple_GET_ITEM(withdrawn, i);
         if (PyTuple_GET_SIZE(FIELD(rs, S_nlri)) > 0
-            && route_set(builder, rs, head, scope_head, asn, 't', "\\N", 2) < 0)
+            && route_set(builder, state, rs, head, scope_head, asn, 't', "\\N", 2) < 0)
             goto done;
     }
     for (i = 0; i < PyTuple_GET_SIZE(announced); i++) {
@@ -604,13 +632,13 @@ route_monitoring(PyObject *builder, PyObject *router_ip, PyObject *event, PyObje
             goto done;
         if (!truth)
             next_hop = FIELD(attrs, A_next_hop);
-        if ((digest = digest_of(builder, attrs, next_hop)) == NULL)
+        if ((digest = digest_of(state, attrs, next_hop)) == NULL)
             goto done;
         /* f"{digest}": digests are 64-bit (attribute_digest) */
         number = PyLong_AsLongLong(digest);
         Py_DECREF(digest);
         if ((number == -1 && PyErr_Occurred())
-            || route_set(builder, rs, head, scope_head, asn, 'f', text,
+            || route_set(builder, state, rs, head, scope_head, asn, 'f', text,
                          rp_format_i64(text, number)) < 0)
             goto done;
     }
@@ -628,7 +656,7 @@ done:
 PyObject *
 rp_route_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *builder, *router_ip, *events, *received;
+    PyObject *builder, *router_ip, *events, *received, *state;
     Py_ssize_t i;
 
     if (nargs != 5) {
@@ -651,17 +679,26 @@ rp_route_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (Monitoring_T == NULL || !PyFloat_CheckExact(received) || !PyUnicode_CheckExact(router_ip)
         || !(PyList_CheckExact(events) || PyTuple_CheckExact(events)))
         return PyLong_FromSsize_t(i);  /* the caller's loop takes them all */
+    if ((state = PyObject_GenericGetDict(builder, NULL)) == NULL)
+        return NULL;
+    if (!PyDict_CheckExact(state)) {
+        Py_DECREF(state);
+        return PyLong_FromSsize_t(i);
+    }
     /* The size is read again each time: the Python code called back could
        (though rows.py does not) change a list. */
     for (; i < PySequence_Fast_GET_SIZE(events); i++) {
         PyObject *event = Py_NewRef(PySequence_Fast_GET_ITEM(events, i));
-        int r = route_monitoring(builder, router_ip, event, received);
+        int r = route_monitoring(builder, state, router_ip, event, received);
         Py_DECREF(event);
-        if (r < 0)
+        if (r < 0) {
+            Py_DECREF(state);
             return NULL;
+        }
         if (r == 0)
             break;
     }
+    Py_DECREF(state);
     return PyLong_FromSsize_t(i);
 }
 
