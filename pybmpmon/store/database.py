@@ -218,6 +218,7 @@ class Store:
         refs = [(ref, *scope) for scope, ref in seg.scopes.items()]
         statements.append(_values(cur, sql.FILL_STAGE_SCOPES, sql.FILL_STAGE_SCOPES_TEMPLATE,
                                   refs))
+        statements.append(sql.ANALYZE_STAGE_SCOPES)
         statements.append(sql.INSERT_HISTORY)
         self._merge(cur, statements, seg.max_gen)
         done = clock()
