@@ -99,7 +99,8 @@ _ROUTE_COLUMNS = ("rd", "is_withdrawn", "attr_hash", "labels") + EVPN_COLUMNS
 # never analyzed by autovacuum, and unanalyzed it looks like thousands of
 # rows to the planner, which then hashed the whole stage (its generation
 # filter looks selective) to join a handful of scopes: +0.5 us a route in
-# the route_current merge.  Analyzing a few rows costs ~0.1 ms a segment.
+# the route_current merge.  Analyzing a few rows costs ~0.1 ms a segment,
+# plus a few catalog rows (pg_class, pg_statistic) that autovacuum reclaims.
 ANALYZE_STAGE_SCOPES = "ANALYZE stage_scopes"
 
 INSERT_HISTORY = (
