@@ -702,26 +702,6 @@ rp_route_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(i);
 }
 
-/* Where `name` is in the NamedTuple `cls`, or -1 with an exception. */
-static Py_ssize_t
-field_index(PyObject *cls, const char *name)
-{
-    PyObject *fields = PyObject_GetAttrString(cls, "_fields");
-    Py_ssize_t found = -1;
-    if (fields == NULL)
-        return -1;
-    if (PyTuple_CheckExact(fields))
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields) && found < 0; i++) {
-            PyObject *item = PyTuple_GET_ITEM(fields, i);
-            if (PyUnicode_Check(item) && PyUnicode_CompareWithASCIIString(item, name) == 0)
-                found = i;
-        }
-    Py_DECREF(fields);
-    if (found < 0)
-        PyErr_Format(PyExc_ValueError, "configure_events: %R has no field %s", cls, name);
-    return found;
-}
-
 /* configure_events(RouteMonitoring, PeerHeader, Update, RouteSet, Attributes,
    namespace, attribute_digest, sane_past, sane_future) */
 PyObject *
@@ -771,7 +751,7 @@ rp_configure_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             cls++;
             continue;
         }
-        if ((found[k] = field_index(args[cls], names[k])) < 0)
+        if ((found[k] = rp_field_index(args[cls], names[k], "configure_events")) < 0)
             return NULL;  /* what was configured before stays */
     }
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)

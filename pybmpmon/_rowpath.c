@@ -7,7 +7,9 @@
  *   of the stage table's COPY text and bumps its generation in the
  *   segment's dictionary, exactly as the Python loop does;
  * - rows.attribute_text for sets without extended communities, ORIGINATOR_ID
- *   or CLUSTER_LIST.
+ *   or CLUSTER_LIST;
+ * - with _rowevents.c, whole Route Monitoring events (BatchBuilder.add_events'
+ *   loop), and with _digest.c, the digest of a set decoded from the wire.
  *
  * Strategy: the Python code is the reference.  route_lines stops at the
  * first route it does not handle (another shape, non-ASCII text, a key that
@@ -213,10 +215,7 @@ put_number(Buf *b, PyObject *value)
         PyErr_Clear();
         return 1;
     }
-    if (v > (unsigned long long)INT64_MAX)
-        n = snprintf(digits, sizeof digits, "%llu", v);
-    else
-        n = rp_format_i64(digits, (int64_t)v);
+    n = rp_format_u64(digits, v);
     return put(b, digits, n);
 }
 
@@ -424,6 +423,25 @@ attribute_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+Py_ssize_t
+rp_field_index(PyObject *cls, const char *name, const char *who)
+{
+    PyObject *fields = PyObject_GetAttrString(cls, "_fields");
+    Py_ssize_t found = -1;
+    if (fields == NULL)
+        return -1;
+    if (PyTuple_Check(fields))
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields) && found < 0; i++) {
+            PyObject *item = PyTuple_GET_ITEM(fields, i);
+            if (PyUnicode_Check(item) && PyUnicode_CompareWithASCIIString(item, name) == 0)
+                found = i;
+        }
+    Py_DECREF(fields);
+    if (found < 0)
+        PyErr_Format(PyExc_ValueError, "%s: %R has no field %s", who, cls, name);
+    return found;
+}
+
 /* configure(Attributes): the class attribute_text accepts, its fields by name. */
 static PyObject *
 configure(PyObject *module, PyObject *cls)
@@ -436,36 +454,20 @@ configure(PyObject *module, PyObject *cls)
                            &F_cluster};
     Py_ssize_t found[sizeof names / sizeof names[0]];
     PyObject *fields;
-    Py_ssize_t i, j;
+    Py_ssize_t i;
 
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "configure: expected a NamedTuple class");
         return NULL;
     }
-    fields = PyObject_GetAttrString(cls, "_fields");
-    if (fields == NULL)
-        return NULL;
-    if (!PyTuple_CheckExact(fields)) {
-        Py_DECREF(fields);
-        PyErr_SetString(PyExc_TypeError, "configure: _fields is not a tuple");
-        return NULL;
-    }
-    for (i = 0; i < (Py_ssize_t)(sizeof names / sizeof names[0]); i++) {
-        found[i] = -1;
-        for (j = 0; j < PyTuple_GET_SIZE(fields); j++) {
-            PyObject *name = PyTuple_GET_ITEM(fields, j);
-            if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
-                found[i] = j;
-        }
-        if (found[i] < 0) {
-            PyErr_Format(PyExc_ValueError, "configure: %R has no field %s", cls, names[i]);
-            Py_DECREF(fields);
+    for (i = 0; i < (Py_ssize_t)(sizeof names / sizeof names[0]); i++)
+        if ((found[i] = rp_field_index(cls, names[i], "configure")) < 0)
             return NULL;  /* the class configured before stays */
-        }
-    }
+    if ((fields = PyObject_GetAttrString(cls, "_fields")) == NULL)
+        return NULL;
     for (i = 0; i < (Py_ssize_t)(sizeof names / sizeof names[0]); i++)
         *slots[i] = found[i];
-    N_fields = PyTuple_GET_SIZE(fields);
+    N_fields = PyTuple_GET_SIZE(fields);  /* a tuple: rp_field_index found names in it */
     Py_DECREF(fields);
     Py_XSETREF(Attributes_T, (PyTypeObject *)Py_NewRef(cls));
     Py_RETURN_NONE;

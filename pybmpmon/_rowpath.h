@@ -1,7 +1,7 @@
 /*
- * What the two source files of pybmpmon._rowpath share: _rowpath.c (the
- * module, route lines, attribute text) and _rowevents.c (whole Route
- * Monitoring events).
+ * What the source files of pybmpmon._rowpath share: _rowpath.c (the module,
+ * route lines, attribute text), _rowevents.c (whole Route Monitoring events)
+ * and _digest.c (the attribute sets' BLAKE2b digest).
  */
 #ifndef PYBMPMON_ROWPATH_H
 #define PYBMPMON_ROWPATH_H
@@ -31,23 +31,34 @@ int64_t rp_blake2b_64(const uint8_t *const *parts, const size_t *sizes, int coun
 PyObject *rp_wire_digest(PyObject *next_hop, PyObject *wire);
 PyObject *rp_wire_digest_function(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
-/* The decimal text of v into buf (24 octets at least); its length. */
+/* The decimal text of u into buf (20 octets at least); its length. */
 static inline int
-rp_format_i64(char *buf, int64_t v)
+rp_format_u64(char *buf, uint64_t u)
 {
     char digits[20];
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
     int n = 0, len = 0;
     do {
         digits[n++] = (char)('0' + u % 10);
         u /= 10;
     } while (u);
-    if (v < 0)
-        buf[len++] = '-';
     while (n)
         buf[len++] = digits[--n];
     return len;
 }
+
+/* The decimal text of v into buf (21 octets at least); its length. */
+static inline int
+rp_format_i64(char *buf, int64_t v)
+{
+    if (v >= 0)
+        return rp_format_u64(buf, (uint64_t)v);
+    buf[0] = '-';
+    return 1 + rp_format_u64(buf + 1, 0 - (uint64_t)v);
+}
+
+/* Where the field `name` is in the NamedTuple class `cls`, or -1 with a
+   ValueError naming `who` (the configure function asking). */
+Py_ssize_t rp_field_index(PyObject *cls, const char *name, const char *who);
 
 /* Module functions of _rowevents.c. */
 PyObject *rp_route_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

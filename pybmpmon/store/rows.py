@@ -70,8 +70,7 @@ _ROWPATH_API = 3  # the API_VERSION of pybmpmon/_rowpath.c this module calls
 
 
 def _load_rowpath():
-    """The C accelerator's (route_lines, attribute_text, route_events, wire_digest),
-    or Nones.
+    """The C accelerator, configured, or None.
 
     ``pybmpmon._rowpath`` is optional like ``pybmpmon._fastpath`` (see
     setup.py), and PYBMPMON_PURE_PYTHON=1 turns it off the same way: then
@@ -81,23 +80,26 @@ def _load_rowpath():
     :func:`attribute_digest`'s, which stay the reference.
     """
     if os.environ.get("PYBMPMON_PURE_PYTHON", "") not in ("", "0"):
-        return None, None, None, None
+        return None
     try:
         from pybmpmon import _rowpath
     except ImportError:
-        return None, None, None, None
+        return None
     if getattr(_rowpath, "API_VERSION", None) != _ROWPATH_API:
-        return None, None, None, None  # a stale build for other arguments: stay correct, not fast
+        return None  # a stale build for other arguments: stay correct, not fast
     try:
         _rowpath.configure(Attributes)
     except (TypeError, ValueError):
-        return None, None, None, None
-    return (_rowpath.route_lines, _rowpath.attribute_text, _rowpath.route_events,
-            _rowpath.wire_digest)
+        return None
+    return _rowpath
 
 
-_route_lines, _attribute_text, _route_events, _wire_digest = _load_rowpath()
-ROWPATH = _route_lines is not None  # whether the builder uses the accelerator
+_accelerator = _load_rowpath()
+ROWPATH = _accelerator is not None  # whether the builder uses the accelerator
+_route_lines = _accelerator.route_lines if ROWPATH else None
+_attribute_text = _accelerator.attribute_text if ROWPATH else None
+_wire_digest = _accelerator.wire_digest if ROWPATH else None
+_route_events = None  # set at the end of the module, once what it calls back is defined
 
 
 def copy_escape(text: str) -> str:
@@ -576,18 +578,17 @@ class BatchBuilder:
 
 
 def _configure_route_events():
-    """Tell the accelerator's route_events the classes and functions it works with."""
-    global _route_events
-    if _route_events is None:
-        return
-    from pybmpmon import _rowpath
+    """route_events, told the classes and functions it works with, or None."""
+    if _accelerator is None:
+        return None
     from pybmpmon.bgp.model import RouteSet, Update
     from pybmpmon.store.operations import SANE_FUTURE, SANE_PAST
     try:
-        _rowpath.configure_events(RouteMonitoring, PeerHeader, Update, RouteSet, Attributes,
-                                  globals(), attribute_digest, SANE_PAST, SANE_FUTURE)
+        _accelerator.configure_events(RouteMonitoring, PeerHeader, Update, RouteSet, Attributes,
+                                      globals(), attribute_digest, SANE_PAST, SANE_FUTURE)
     except (TypeError, ValueError):
-        _route_events = None
+        return None
+    return _accelerator.route_events
 
 
-_configure_route_events()
+_route_events = _configure_route_events()
